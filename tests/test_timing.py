@@ -1,0 +1,96 @@
+"""Frame timing against an exact oracle: output frame n shows source time n / ratio (Fraction math)."""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import vapoursynth as vs
+
+from helpers import clip_from_array, frame_array, read_rgb_frames
+from vsrife import rife
+from vsrife.timing import ConstantRate, rate_ratio
+
+RATIOS = [
+    Fraction(2), Fraction(3), Fraction(4), Fraction(5, 2), Fraction(7, 3), Fraction(1001, 400),
+    Fraction(1200, 1001), Fraction(24, 25), Fraction(25, 24), Fraction(5, 6), Fraction(1, 2), Fraction(1),
+]
+
+
+def oracle(n: int, frames: int, ratio: Fraction) -> tuple[int, int, Fraction]:
+    time = Fraction(n) / ratio
+    left = math.floor(time)
+    if left >= frames - 1:
+        return frames - 1, frames - 1, Fraction(0)
+    return left, left + 1, time - left
+
+
+@pytest.mark.parametrize("ratio", RATIOS, ids=str)
+@pytest.mark.parametrize("frames", [2, 3, 17, 100])
+def test_positions_match_exact_oracle(ratio, frames):
+    timing = ConstantRate(frames, ratio)
+    assert timing.output_frames == math.ceil(frames * ratio)
+    for n in range(timing.output_frames):
+        pos = timing.position(n)
+        assert (pos.left, pos.right, pos.t) == oracle(n, frames, ratio)
+
+
+def test_ntsc_film_to_ntsc_60():
+    ratio = rate_ratio(Fraction(24000, 1001), 2, 1, 60000, 1001)
+    assert ratio == Fraction(5, 2)
+    timing = ConstantRate(1000, ratio)
+    assert [timing.position(n).t for n in range(5)] == [0, Fraction(2, 5), Fraction(4, 5), Fraction(1, 5), Fraction(3, 5)]
+
+
+def test_exact_at_frame_one_million():
+    """24000/1001 -> 60 fps exactly; a float accumulator drifts here, rational arithmetic does not."""
+    ratio = rate_ratio(Fraction(24000, 1001), 2, 1, 60, 1)
+    timing = ConstantRate(10**7, ratio)
+    for n in (10**6, 10**6 + 1, 10**6 + 999):
+        pos = timing.position(n)
+        assert (pos.left, pos.right, pos.t) == oracle(n, 10**7, ratio)
+
+
+@pytest.mark.parametrize(
+    ("factor", "fps", "expected"),
+    [((2, 1), None, Fraction(2)), ((5, 2), None, Fraction(5, 2)), ((1, 1), (50, 1), Fraction(2)),
+     ((2, 1), (24, 1), Fraction(24, 25)), ((2, 1), (60000, 1001), Fraction(60000, 25025))],
+)
+def test_rate_ratio(factor, fps, expected):
+    fps_num, fps_den = fps if fps else (None, None)
+    assert rate_ratio(Fraction(25), *factor, fps_num, fps_den) == expected
+
+
+@pytest.fixture(scope="module")
+def tagged_clip(sample_path) -> vs.VideoNode:
+    """Six real 64x64 frames, each tagged with its index so the props of an output frame tell its origin."""
+    frames = read_rgb_frames(sample_path("bigbuckbunny"), list(range(40, 46)), crop=(600, 300, 64, 64))
+    clip = clip_from_array(frames, fps=(25, 1))
+    return clip.std.ModifyFrame(clip, lambda n, f: _tag(f, n))
+
+
+def _tag(frame: vs.VideoFrame, n: int) -> vs.VideoFrame:
+    out = frame.copy()
+    out.props["SourceIndex"] = n
+    return out
+
+
+@pytest.mark.parametrize("ratio", [Fraction(2), Fraction(5, 2), Fraction(24, 25), Fraction(1001, 400)], ids=str)
+def test_filter_places_frames_as_the_oracle_says(tagged_clip, ratio):
+    out = rife(tagged_clip, model="4.6", factor_num=ratio.numerator, factor_den=ratio.denominator, device="cpu")
+    frames = tagged_clip.num_frames
+    assert out.num_frames == math.ceil(frames * ratio)
+    assert out.fps == tagged_clip.fps * ratio
+    for n in range(out.num_frames):
+        left, right, t = oracle(n, frames, ratio)
+        frame = out.get_frame(n)
+        assert (frame.props["_DurationNum"], frame.props["_DurationDen"]) == (out.fps.denominator, out.fps.numerator)
+        if t == 0:
+            assert np.array_equal(frame_array(out, n), frame_array(tagged_clip, left))
+            assert "RifeTimestep" not in frame.props
+        else:
+            assert list(frame.props["RifePair"]) == [left, right]
+            assert frame.props["RifeTimestep"] == float(t)
+            assert frame.props["SourceIndex"] == (left if t < Fraction(1, 2) else right)

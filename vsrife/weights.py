@@ -1,0 +1,213 @@
+"""The weights registry, fetching, and safe checkpoint loading.
+
+The registry (``weights/registry.json`` in the source tree, ``vsrife/registry`` once installed) maps each
+model to its sources with sha256 and size. Fetched files live in ``<cache>/models`` (see
+:func:`vsrife.download.cache_dir`). Nothing is downloaded unless asked (``python -m vsrife weights fetch``
+or ``auto_download=True``), and loading never runs code from a file.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import pickletools
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache, lru_cache
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from . import download
+from .errors import DownloadError, UnsafeCheckpointError, WeightsCorruptError, WeightsNotFoundError
+from .variants import MODELS, TRAINING_ONLY_PREFIXES
+
+CHECKPOINT_SUFFIXES = (".pkl", ".pth", ".pt", ".ckpt", ".safetensors")
+# What a plain tensor checkpoint may import while unpickling; anything else would be code.
+SAFE_GLOBAL_MODULES = ("torch", "collections")
+
+
+@dataclass(frozen=True)
+class Source:
+    source: str
+    sha256: str | None
+    size: int | None
+    note: str = ""
+
+    @property
+    def verified(self) -> bool:
+        return self.sha256 is not None
+
+
+@dataclass(frozen=True)
+class Entry:
+    model: str
+    file: str
+    license: str
+    sources: tuple[Source, ...]
+
+    @property
+    def path(self) -> Path:
+        return weights_dir() / self.file
+
+
+@cache
+def registry() -> dict[str, Entry]:
+    """Every known model's registry entry, in release order."""
+    raw = json.loads(resources.files("vsrife.registry").joinpath("registry.json").read_text(encoding="utf-8"))
+    entries = {
+        model: Entry(model, item["file"], item["license"], tuple(Source(**s) for s in item["sources"]))
+        for model, item in raw["models"].items()
+    }
+    unknown = set(entries) ^ set(MODELS)
+    if unknown:
+        raise RuntimeError(f"registry and variant table disagree on {sorted(unknown)}")
+    return entries
+
+
+def weights_dir() -> Path:
+    return download.cache_dir() / "models"
+
+
+def fetch_command(model: str) -> str:
+    return f"python -m vsrife weights fetch {model}"
+
+
+def file_status(entry: Entry) -> str:
+    """``missing``, ``verified`` (matches a known sha256), ``unverified`` (no known hash) or ``mismatch``."""
+    path = entry.path
+    if not path.is_file():
+        return "missing"
+    known = [s for s in entry.sources if s.verified]
+    if not known:
+        return "unverified"
+    size = path.stat().st_size
+    candidates = [s for s in known if s.size in (None, size)]
+    if candidates and download.sha256_of(path) in {s.sha256 for s in candidates}:
+        return "verified"
+    return "mismatch"
+
+
+def fetch(model: str, progress: download.Progress | None = None, notify=None) -> Path:
+    """Fetch ``model``'s weights into the cache (no-op when a verified copy is there); return the path."""
+    entry = registry()[model]
+    status = file_status(entry)
+    if status in ("verified", "unverified"):
+        return entry.path
+    errors = []
+    for source in entry.sources:
+        if notify:
+            notify(f"{model}: fetching {source.source}" + ("" if source.verified else " (no known sha256: unverified)"))
+        try:
+            return download.fetch_source(source.source, entry.path, source.sha256, source.size, progress=progress)
+        except DownloadError as e:
+            errors.append(str(e))
+    raise DownloadError(f"could not fetch model {model}:\n  " + "\n  ".join(errors))
+
+
+def locate(model: str, auto_download: bool = False) -> Path:
+    """The weights file of ``model``: cached, fetched when ``auto_download``, else a clear error."""
+    entry = registry()[model]
+    if entry.path.is_file():
+        if file_status(entry) == "mismatch":
+            raise WeightsCorruptError(
+                f"{entry.path} does not match the sha256 of any known source of model {model} (damaged or "
+                f"replaced); delete it and run `{fetch_command(model)}`"
+            )
+        return entry.path
+    if auto_download:
+        return fetch(model, download.stderr_progress(f"vsrife: {entry.file}"))
+    raise WeightsNotFoundError(
+        f"model: weights for {model} are not in {weights_dir()}; run `{fetch_command(model)}`, pass "
+        "auto_download=True, or give model_path="
+    )
+
+
+def _pickle_streams(path: Path) -> list[bytes]:
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            return [archive.read(name) for name in archive.namelist() if name.endswith(".pkl")]
+    return [path.read_bytes()]
+
+
+def _imported_globals(stream: bytes) -> set[str]:
+    """Names a pickle would import, read from its opcodes without running it."""
+    found: set[str] = set()
+    pushed: list[str | None] = []  # what each recent opcode pushed, if a string literal
+    for opcode, arg, _ in pickletools.genops(io.BytesIO(stream)):
+        if opcode.name in ("GLOBAL", "INST"):
+            found.add(str(arg).replace(" ", "."))
+        elif opcode.name == "STACK_GLOBAL":
+            module, name = pushed[-2:] if len(pushed) >= 2 else (None, None)
+            found.add(f"{module}.{name}" if module and name else "<a global named from the memo>")
+        if opcode.name != "MEMOIZE":
+            pushed.append(arg if "UNICODE" in opcode.name or "STRING" in opcode.name else None)
+    return found
+
+
+def refuse_code(path: Path) -> None:
+    """Raise :class:`UnsafeCheckpointError` if unpickling ``path`` would import anything but tensor types."""
+    try:
+        imported = set().union(*(_imported_globals(s) for s in _pickle_streams(path)))
+    except (ValueError, EOFError, zipfile.BadZipFile, OSError, UnicodeDecodeError):
+        return  # not a readable pickle at all: torch.load reports it as damaged
+    unsafe = sorted(name for name in imported if not name.startswith(SAFE_GLOBAL_MODULES))
+    if unsafe:
+        raise UnsafeCheckpointError(
+            f"model_path: {path} would import and call {', '.join(unsafe)} when unpickled; refused, nothing "
+            "was run. Only plain tensor checkpoints are accepted"
+        )
+
+
+def _read_tensors(path: Path) -> Mapping[str, object]:
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise WeightsCorruptError("model_path: reading .safetensors needs `pip install safetensors`") from None
+        return load_file(str(path))
+    refuse_code(path)
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def canonicalize(raw: Mapping[str, object], source: str) -> dict[str, torch.Tensor]:
+    """Upstream checkpoint → network keys: strip ``module.``, drop training-only tensors."""
+    if "state_dict" in raw and isinstance(raw["state_dict"], Mapping):
+        raw = raw["state_dict"]
+    canonical = {}
+    for key, value in raw.items():
+        if not isinstance(value, torch.Tensor):
+            raise WeightsCorruptError(f"{source}: entry {key!r} is not a tensor; not a RIFE checkpoint")
+        key = key.removeprefix("module.")
+        if not key.startswith(TRAINING_ONLY_PREFIXES):
+            canonical[key] = value
+    if not canonical:
+        raise WeightsCorruptError(f"{source}: holds no network tensors; not a RIFE checkpoint")
+    return canonical
+
+
+@lru_cache(maxsize=4)
+def _load_cached(path: Path, mtime_ns: int, size: int) -> dict[str, torch.Tensor]:
+    try:
+        raw = _read_tensors(path)
+    except (UnsafeCheckpointError, WeightsCorruptError):
+        raise
+    except Exception as e:  # torch reports damage as RuntimeError, UnpicklingError, EOFError, …
+        raise WeightsCorruptError(
+            f"{path} cannot be read as a checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+            "it is truncated or damaged: delete it and fetch it again"
+        ) from None
+    if not isinstance(raw, Mapping):
+        raise WeightsCorruptError(f"{path} holds a {type(raw).__name__}, not a dictionary of tensors")
+    return canonicalize(raw, str(path))
+
+
+def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The canonical state dict of a checkpoint file (``.pkl``, ``.pth``, ``.safetensors``), safely loaded."""
+    path = Path(path).expanduser().resolve()
+    if not path.is_file():
+        raise WeightsNotFoundError(f"model_path: {path} does not exist or is not a file")
+    stat = path.stat()
+    return _load_cached(path, stat.st_mtime_ns, stat.st_size)

@@ -1,0 +1,1 @@
+"""Registry data for vsrife's weights (installed as ``vsrife.registry``); see registry.json."""
