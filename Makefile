@@ -21,7 +21,7 @@ OUTDIR ?= out
 DEMO_WEIGHTS := 4.26
 TEST_WEIGHTS := 4.0 4.6 4.26
 
-.PHONY: setup test demo ffmpeg weights clean
+.PHONY: setup test demo ffmpeg apt-lists clean
 
 setup: ffmpeg $(STAMP)
 
@@ -38,7 +38,11 @@ $(STAMP): setup.py pyproject.toml
 	$(VENV)/bin/vapoursynth config >/dev/null
 	touch $@
 
-test: setup
+# Some test clips come from Debian packages (apt-get download needs the package lists).
+apt-lists:
+	@ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1 || $(SUDO) apt-get update -qq
+
+test: setup apt-lists
 	$(PY) -m vsrife weights fetch -q $(TEST_WEIGHTS)
 	$(PY) -m vsrife samples fetch >/dev/null
 	$(PY) -m pytest

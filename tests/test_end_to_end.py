@@ -76,15 +76,19 @@ def test_slow_motion_example(small_bunny, tmp_path):
     assert Fraction(video["r_frame_rate"]) == 25
 
 
-def test_vspipe_needs_no_activated_venv(small_bunny):
-    """`vapoursynth config` was run: vspipe works when called by path, with no venv on PATH."""
+@pytest.mark.parametrize(
+    ("script", "frames"), [("convert_fps.vpy", 317), ("slowmo.vpy", 264), ("anime_dedup.vpy", 132)]
+)
+def test_examples_build_and_vspipe_needs_no_activated_venv(small_bunny, script, frames):
+    """Every example builds its graph; `vapoursynth config` was run, so vspipe works when called by path
+    with no venv on PATH."""
     env = {"PATH": "/usr/bin:/bin", "HOME": str(Path.home())}
     env |= {k: os.environ[k] for k in ("VSRIFE_CACHE_DIR",) if k in os.environ}
     result = subprocess.run(
-        [str(BIN / "vspipe"), "--info", str(ROOT / "examples" / "convert_fps.vpy"), "-a", f"input={small_bunny}",
+        [str(BIN / "vspipe"), "--info", str(ROOT / "examples" / script), "-a", f"input={small_bunny}",
          "-a", "device=cpu"],
         capture_output=True, text=True, env=env, timeout=300,
     )
     assert result.returncode == 0, result.stderr
-    assert "Frames: 317" in result.stdout
+    assert f"Frames: {frames}" in result.stdout
     assert shutil.which("vspipe", path=env["PATH"]) is None

@@ -58,7 +58,7 @@ def mark_cut(clip: vs.VideoNode, after: int, prop: str) -> vs.VideoNode:
 @pytest.mark.parametrize("prop", ["_SceneChangeNext", "_SceneChangePrev"])
 def test_no_blend_across_a_cut(frames, prop):
     clip = mark_cut(clip_from_array(frames), after=2, prop=prop)
-    out = rife(clip, model="4.6", factor_num=4, device="cpu")
+    out = rife(clip, model="4.6", factor_num=4, sc_threshold=None, device="cpu")
     # between source frames 2 and 3: t = 1/4 -> frame 2, t = 1/2 and 3/4 -> frame 3
     assert [np.array_equal(frame_array(out, n), frames[2]) for n in (9,)] == [True]
     assert all(np.array_equal(frame_array(out, n), frames[3]) for n in (10, 11))
@@ -67,6 +67,9 @@ def test_no_blend_across_a_cut(frames, prop):
     assert out.get_frame(5).props["RifeTimestep"] == 0.25
     # and sc=False blends even there
     assert rife(clip, model="4.6", factor_num=4, sc=False, device="cpu").get_frame(10).props["RifePair"] == [2, 3]
+    # the output marks the cut where the shown shot changes: between output frames 9 and 10
+    assert [(out.get_frame(n).props["_SceneChangePrev"], out.get_frame(n).props["_SceneChangeNext"]) for n in range(8, 12)] == [
+        (0, 0), (0, 1), (1, 0), (0, 0)]
 
 
 def test_each_source_frame_uploaded_once(frames, monkeypatch):

