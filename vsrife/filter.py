@@ -9,14 +9,13 @@ from pathlib import Path
 import torch
 import vapoursynth as vs
 
-from . import scene, weights
+from . import formats, scene, weights
 from .engine import Engine, resolve_device
 from .errors import ParameterError, ParameterTypeError
 from .network import IFNet
-from .timing import Blend, ConstantRate, Copy, FramePlanner, PlanOptions, rate_ratio
+from .timing import Blend, ConstantRate, FramePlanner, PlanOptions, Timing, VariableRate, rate_ratio
 from .variants import DEFAULT_MODEL, architecture, check_capabilities, resolve_model
 
-SUPPORTED_FORMATS = (vs.RGBS, vs.RGBH)
 DEFAULT_DEDUP_THRESHOLD = 0.02
 TIMESTEP_PROP = "RifeTimestep"
 PAIR_PROP = "RifePair"
@@ -44,8 +43,11 @@ def rife(
 ) -> vs.VideoNode:
     """Interpolate frames with RIFE v4 to raise (or convert) a clip's frame rate.
 
-    :param clip:          RGBS or RGBH, at least 2 frames, any size from 2×2. RGBH computes in fp16 on
-                          CUDA; on the CPU it computes in fp32 and rounds the result to fp16.
+    :param clip:          YUV (4:2:0, 4:2:2, 4:4:4; 8–16-bit integer, half, float), GRAY or RGB (8–16-bit
+                          integer, half, float); at least 2 frames, any size from 2×2, one format and size.
+                          The network runs on RGB float: RGBS and RGBH as they are, others converted (see
+                          :mod:`vsrife.formats`: colour props of the first frame, documented defaults) and
+                          synthesized frames converted back. Half-float clips compute in fp16 on CUDA.
     :param model:         RIFE version, ``"4.0"`` … ``"4.26.heavy"`` (see ``vsrife.MODELS``). Default ``"4.26"``,
                           or, with ``model_path``, whatever version the checkpoint is.
     :param model_path:    A checkpoint file (``.pkl``, ``.pth``, ``.safetensors``) to use instead of the cached
@@ -54,7 +56,11 @@ def rife(
                           downloaded unless asked (``python -m vsrife weights fetch MODEL``).
     :param factor_num:    Output rate = source rate × factor_num / factor_den. Default 2 / 1.
     :param factor_den:    See ``factor_num``. Ratios below 1 (rate conversion down) are allowed too.
-    :param fps_num:       Target rate numerator; with ``fps_den`` (default 1) it overrides the factor.
+    :param fps_num:       Target rate numerator; with ``fps_den`` (default 1) it overrides the factor. On a
+                          variable-rate clip (fps 0) output frames are placed by the source frames'
+                          accumulated ``_DurationNum/_DurationDen`` (read from every frame when the graph is
+                          built) and the output has this constant rate. With a factor instead, a variable-rate
+                          clip gets ``factor`` times its frames, each lasting its source frame's duration / factor.
     :param fps_den:       Target rate denominator, e.g. ``fps_num=60000, fps_den=1001``.
     :param scale:         Resolution the flow is estimated at: 0.25, 0.5, 1.0 (default), 2.0 or 4.0.
                           Use 0.5 for 4K; higher catches finer motion at more cost.
@@ -80,19 +86,20 @@ def rife(
     :param device:        ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; default CUDA when available, else the CPU.
     :param device_index:  CUDA device ordinal when ``device`` is ``"cuda"`` or unset (HolyWu compatible).
     :return:              A clip in the input's format and size at the new rate: ``ceil(frames × ratio)``
-                          frames; source frames pass through bit-exact; every frame carries the output
-                          rate's ``_DurationNum/_DurationDen``; synthesized frames carry ``RifeTimestep``
-                          (t in 0..1) and ``RifePair`` (their two source frame numbers).
+                          frames; source frames pass through bit-exact; every frame keeps the props of the
+                          source frame it is nearest to, with the output rate's ``_DurationNum/_DurationDen``
+                          and ``_SceneChangePrev/Next`` true to the output; synthesized frames also carry
+                          ``RifeTimestep`` (t in 0..1) and ``RifePair`` (their two source frame numbers).
     """
     _check_clip(clip)
-    ratio = rate_ratio(clip.fps, factor_num, factor_den, fps_num, fps_den)
-    timing = ConstantRate(clip.num_frames, ratio)
-    options = _plan_options(ratio, sc, sc_threshold, static_threshold, dedup, dedup_threshold, max_hold)
+    timing = _timing(clip, factor_num, factor_den, fps_num, fps_den)
+    options = _plan_options(timing, sc, sc_threshold, static_threshold, dedup, dedup_threshold, max_hold)
     torch_device = resolve_device(device, device_index)
-    engine = _build_engine(clip, model, model_path, auto_download, scale, ensemble, torch_device)
+    convert = formats.converter(clip)
+    engine = _build_engine(clip, convert, model, model_path, auto_download, scale, ensemble, torch_device)
     if sc and sc_threshold is not None:
         clip = scene.sc_detect(clip, sc_threshold)
-    return _interpolate(clip, FramePlanner(timing, options), engine)
+    return _interpolate(clip, convert, FramePlanner(timing, options), engine)
 
 
 def _check_clip(clip: object) -> None:
@@ -103,14 +110,36 @@ def _check_clip(clip: object) -> None:
         raise ParameterError("clip: variable-format clips are not supported; give every frame one format")
     if clip.width == 0 or clip.height == 0:
         raise ParameterError("clip: variable-size clips are not supported; resize every frame to one size")
-    if clip.format.id not in SUPPORTED_FORMATS:
-        raise ParameterError(f"clip: format {clip.format.name} is not supported; convert to RGBS or RGBH first")
+    if clip.format.color_family not in (vs.YUV, vs.GRAY, vs.RGB):
+        raise ParameterError(f"clip: format {clip.format.name} is not supported; use YUV, GRAY or RGB")
     if clip.num_frames < 2:
         raise ParameterError(f"clip: needs at least 2 frames to interpolate, it has {clip.num_frames}")
 
 
+def _timing(clip: vs.VideoNode, factor_num: int, factor_den: int, fps_num: int | None, fps_den: int | None) -> Timing:
+    if clip.fps == 0 and fps_num is not None:
+        rate = rate_ratio(Fraction(1), factor_num, factor_den, fps_num, fps_den)
+        return VariableRate(_durations(clip), rate)
+    return ConstantRate(clip.num_frames, rate_ratio(clip.fps or Fraction(1), factor_num, factor_den, fps_num, fps_den))
+
+
+def _durations(clip: vs.VideoNode) -> tuple[Fraction, ...]:
+    """Every frame's duration in seconds (a variable-rate clip: each frame is read once, here)."""
+    durations = []
+    for n, frame in enumerate(clip.frames(close=True)):
+        num, den = frame.props.get("_DurationNum", 0), frame.props.get("_DurationDen", 0)
+        if num <= 0 or den <= 0:
+            raise ParameterError(
+                f"fps_num: the clip has no frame rate (fps 0) and frame {n} has no _DurationNum/_DurationDen; "
+                "give it a rate with std.AssumeFPS, or use factor_num"
+            )
+        durations.append(Fraction(num, den))
+    return tuple(durations)
+
+
 def _build_engine(
     clip: vs.VideoNode,
+    convert: formats.Converter,
     model: str | None,
     model_path: str | Path | None,
     auto_download: bool,
@@ -133,7 +162,7 @@ def _build_engine(
     with torch.device("meta"):
         net = IFNet(arch, scale, ensemble)
     net.load_state_dict(state_dict, strict=True, assign=True)
-    fp16 = clip.format.bits_per_sample == 16 and device.type == "cuda"
+    fp16 = convert.working == vs.RGBH and device.type == "cuda"
     return Engine(
         net,
         device,
@@ -146,7 +175,7 @@ def _build_engine(
 
 
 def _plan_options(
-    ratio: Fraction,
+    timing: Timing,
     sc: bool,
     sc_threshold: float | None,
     static_threshold: float | None,
@@ -162,7 +191,7 @@ def _plan_options(
         raise ParameterError(f"dedup_threshold: must be a number from 0 to 1, not {dedup_threshold!r}")
     if isinstance(max_hold, bool) or not isinstance(max_hold, int) or max_hold < 2:
         raise ParameterError(f"max_hold: must be a whole number of at least 2, not {max_hold!r}")
-    if ratio == 1 and not dedup:
+    if isinstance(timing, ConstantRate) and timing.ratio == 1 and not dedup:
         raise ParameterError("factor_num: the same rate changes nothing; it is allowed only with dedup=True")
     return PlanOptions(bool(sc), static_threshold, bool(dedup), dedup_threshold, max_hold)
 
@@ -171,23 +200,58 @@ def _is_fraction(value: object) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, float)) and 0 <= value <= 1
 
 
-def _interpolate(clip: vs.VideoNode, planner: FramePlanner, engine: Engine) -> vs.VideoNode:
-    """One output frame per call; each gets the annotated source frames of its planning window."""
+def _interpolate(clip: vs.VideoNode, convert: formats.Converter, planner: FramePlanner, engine: Engine) -> vs.VideoNode:
+    """Plan every output frame from a window of annotated source frames; synthesize where planned."""
     options = planner.options
     thresholds = [t for t in (options.static_threshold, options.dedup_threshold if options.dedup else None) if t is not None]
     info = scene.annotate(clip, exact=0 in thresholds, local=any(t > 0 for t in thresholds))
     first, last = planner.window()
-    cycle, offsets = planner.timing.left_indices_per_cycle()
-    window = [scene.shifted(info, k).std.SelectEvery(cycle, offsets) for k in range(first, last + 1)]
-    out = window[0].std.ModifyFrame(window, partial(_output_frame, planner=planner, engine=engine, first=first))
-    rate = clip.fps * planner.timing.ratio
-    if rate == 0:  # variable-rate source: frames keep their own durations
-        return out
-    return out.std.AssumeFPS(fpsnum=rate.numerator, fpsden=rate.denominator)
+    window = _window(info, planner, first, last)
+    stretch = planner.timing.ratio if clip.fps == 0 and isinstance(planner.timing, ConstantRate) else None
+    make = partial(_output_frame, planner=planner, engine=engine, first=first, synthesize=convert.is_identity,
+                   stretch=stretch)
+    planned = window[0].std.ModifyFrame(window, make)
+    if convert.is_identity:
+        out = planned
+    else:  # synthesize on the working (RGB) copies, convert back, and keep the planned frame's props
+        working = _window(convert.to_working(clip), planner, first, last)
+        made = working[0].std.ModifyFrame([planned, *working], partial(_synthesize_planned, planner=planner, engine=engine, first=first))
+        converted = convert.from_working(made).std.CopyFrameProps(planned)
+        out = planned.std.FrameEval(partial(_choose, planned=planned, converted=converted), prop_src=planned, clip_src=[planned, converted])
+    if isinstance(planner.timing, VariableRate) or clip.fps != 0:
+        rate = planner.timing.rate if isinstance(planner.timing, VariableRate) else clip.fps * planner.timing.ratio
+        return out.std.AssumeFPS(fpsnum=rate.numerator, fpsden=rate.denominator)
+    return out  # a variable-rate source resampled by a factor: each frame carries its own duration
 
 
-def _output_frame(n: int, f: list[vs.VideoFrame], planner: FramePlanner, engine: Engine, first: int) -> vs.VideoFrame:
-    base = planner.timing.position(n).left + first  # source frame of f[0]
+def _window(clip: vs.VideoNode, planner: FramePlanner, first: int, last: int) -> list[vs.VideoNode]:
+    """Clips whose frame ``n`` is source frame ``left(n) + k`` for each offset ``k`` of the planning window."""
+    timing = planner.timing
+    if isinstance(timing, ConstantRate):
+        cycle, offsets = timing.left_indices_per_cycle()
+        return [scene.shifted(clip, k).std.SelectEvery(cycle, offsets, modify_duration=False) for k in range(first, last + 1)]
+    return [_remap(scene.shifted(clip, k), timing.lefts()) for k in range(first, last + 1)]
+
+
+def _remap(clip: vs.VideoNode, lefts: list[int]) -> vs.VideoNode:
+    """Frame ``n`` of the result is frame ``lefts[n]`` of ``clip`` (``lefts`` never decreases)."""
+    counts = [0] * clip.num_frames
+    for j in lefts:
+        counts[j] += 1
+    kept = [j for j in range(clip.num_frames) if counts[j]]
+    dropped = [j for j in range(clip.num_frames) if not counts[j]]
+    out = clip.std.DeleteFrames(dropped) if dropped else clip
+    repeats = [i for i, j in enumerate(kept) for _ in range(counts[j] - 1)]
+    return out.std.DuplicateFrames(repeats) if repeats else out
+
+
+def _output_frame(n: int, f: list[vs.VideoFrame], planner: FramePlanner, engine: Engine, first: int,
+                  synthesize: bool, stretch: Fraction | None) -> vs.VideoFrame:
+    """The output frame (``synthesize``) or, for a frame to blend, a stand-in carrying the plan's props.
+    ``stretch``: a variable-rate clip resampled by this factor; each frame lasts its left source frame's
+    duration divided by it."""
+    left = planner.timing.position(n).left
+    base = left + first  # the source frame f[0] holds
     known: dict[int, scene.SourceFacts] = {}
 
     def facts(j: int) -> scene.SourceFacts:
@@ -196,22 +260,41 @@ def _output_frame(n: int, f: list[vs.VideoFrame], planner: FramePlanner, engine:
         return known[j]
 
     action = planner.plan(n, facts)
-    if isinstance(action, Copy):
-        out = f[action.source - base].copy()
-    else:
+    if isinstance(action, Blend) and synthesize:
         out = _synthesize(action, f[action.left - base], f[action.right - base], engine)
+    else:
+        out = f[action.shown - base].copy()
+    if isinstance(action, Blend):
+        out.props[TIMESTEP_PROP] = float(action.t)
+        out.props[PAIR_PROP] = [action.left, action.right]
     before, after = planner.scene_change(n, facts, action)
     for key in scene.PRIVATE_PROPS:
         del out.props[key]
     out.props[scene.PREV] = int(before)
     out.props[scene.NEXT] = int(after)
+    if stretch is not None:
+        source = f[left - base].props
+        duration = Fraction(source["_DurationNum"], source["_DurationDen"]) / stretch
+        out.props["_DurationNum"], out.props["_DurationDen"] = duration.numerator, duration.denominator
     return out
+
+
+def _synthesize_planned(n: int, f: list[vs.VideoFrame], planner: FramePlanner, engine: Engine, first: int) -> vs.VideoFrame:
+    """Synthesize a planned blend on the working copies; ``f[0]`` is the planned stand-in."""
+    pair = f[0].props.get(PAIR_PROP)
+    if pair is None:  # not a blend: _choose never asks for this frame
+        return f[1]
+    base = planner.timing.position(n).left + first
+    left, right = pair
+    blend = Blend(left, right, Fraction(f[0].props[TIMESTEP_PROP]))
+    return _synthesize(blend, f[1 + left - base], f[1 + right - base], engine)
+
+
+def _choose(n: int, f: vs.VideoFrame, planned: vs.VideoNode, converted: vs.VideoNode) -> vs.VideoNode:
+    return converted if TIMESTEP_PROP in f.props else planned
 
 
 def _synthesize(blend: Blend, left: vs.VideoFrame, right: vs.VideoFrame, engine: Engine) -> vs.VideoFrame:
     image = engine.interpolate(engine.prepare(blend.left, left), engine.prepare(blend.right, right), float(blend.t))
     out = (left if blend.shown == blend.left else right).copy()
-    engine.write(image, out)
-    out.props[TIMESTEP_PROP] = float(blend.t)
-    out.props[PAIR_PROP] = [blend.left, blend.right]
-    return out
+    return engine.write(image, out)

@@ -58,7 +58,7 @@ def luma_thumbnail(clip: vs.VideoNode, width: int = THUMB_WIDTH) -> vs.VideoNode
     """A small float grey copy (luma; BT.709 luma for RGB) for fast picture comparisons."""
     height = max(2, round(clip.height * width / clip.width / 2) * 2)
     if clip.format.color_family == vs.RGB:
-        return clip.resize.Bilinear(width, height, format=vs.GRAYS, matrix_s="709")
+        return clip.resize.Bilinear(width, height, format=vs.GRAYS, matrix_s="709", matrix_in_s="rgb")
     return get_y(clip).resize.Bilinear(width, height, format=vs.GRAYS)
 
 

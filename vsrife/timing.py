@@ -11,8 +11,12 @@ that fall after the last source frame (there is nothing to interpolate toward) r
 from __future__ import annotations
 
 from collections.abc import Callable
+import math
+from bisect import bisect_right
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import cached_property
+from itertools import accumulate
 from typing import Protocol
 
 from .errors import ParameterError
@@ -60,6 +64,11 @@ class ConstantRate:
             return Position(last, last, Fraction(0))
         return Position(left, left + 1, Fraction(remainder, self.ratio.numerator))
 
+    @property
+    def max_step(self) -> int:
+        """The most source frames between two consecutive output frames' left source frames."""
+        return -(-self.ratio.denominator // self.ratio.numerator)
+
     def left_indices_per_cycle(self) -> tuple[int, list[int]]:
         """``(cycle, offsets)`` for ``std.SelectEvery``: every ``cycle`` source frames give one output frame
         per offset, whose left source frame is that offset into the cycle."""
@@ -67,6 +76,52 @@ class ConstantRate:
         if den == 1:  # SelectEvery needs a cycle of at least 2; two periods are the same pattern
             num, den = 2 * num, 2
         return den, [j * den // num for j in range(num)]
+
+
+@dataclass(frozen=True)
+class VariableRate:
+    """A variable-rate source (frames of their own durations, in seconds) resampled to ``rate`` frames/s.
+
+    Output frame ``n`` shows the source at time ``n / rate``: within the source frame displayed then,
+    ``t`` is how far through that frame's duration the time lies. Output length: ``ceil(total × rate)``.
+    """
+
+    durations: tuple[Fraction, ...]
+    rate: Fraction
+
+    def __post_init__(self) -> None:
+        if len(self.durations) < 2:
+            raise ParameterError(f"clip: needs at least 2 frames to interpolate, not {len(self.durations)}")
+
+    @property
+    def source_frames(self) -> int:
+        return len(self.durations)
+
+    @cached_property
+    def starts(self) -> tuple[Fraction, ...]:
+        return tuple(accumulate(self.durations[:-1], initial=Fraction(0)))
+
+    @property
+    def output_frames(self) -> int:
+        return math.ceil(sum(self.durations) * self.rate)
+
+    @property
+    def max_step(self) -> int:
+        return math.ceil(1 / (self.rate * min(self.durations))) + 1
+
+    def position(self, n: int) -> Position:
+        time = Fraction(n) / self.rate
+        left = bisect_right(self.starts, time) - 1
+        last = self.source_frames - 1
+        if left >= last:
+            return Position(last, last, Fraction(0))
+        return Position(left, left + 1, (time - self.starts[left]) / self.durations[left])
+
+    def lefts(self) -> list[int]:
+        return [self.position(n).left for n in range(self.output_frames)]
+
+
+Timing = ConstantRate | VariableRate
 
 
 def rate_ratio(
@@ -151,12 +206,12 @@ class FramePlanner:
     source frame.
     """
 
-    def __init__(self, timing: ConstantRate, options: PlanOptions) -> None:
+    def __init__(self, timing: Timing, options: PlanOptions) -> None:
         self.timing = timing
         self.options = options
         self.last = timing.source_frames - 1
         self._reach = options.max_hold if options.dedup else 0
-        self._step = -(-timing.ratio.denominator // timing.ratio.numerator)  # source frames per output frame
+        self._step = timing.max_step
 
     def window(self) -> tuple[int, int]:
         """First and last source offset, relative to ``position(n).left``, that planning ``n`` may read."""
