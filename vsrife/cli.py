@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from fractions import Fraction
 
 from . import download, samples, weights
 from .errors import VsRifeError
@@ -55,6 +56,18 @@ def _samples_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from . import benchmark  # imports torch and VapourSynth: only when benchmarking
+
+    width, _, height = args.size.lower().partition("x")
+    config = benchmark.BenchConfig(
+        model=args.model, width=int(width), height=int(height), factor=Fraction(args.factor), device=args.device,
+        fp16=args.fp16, frames=args.frames, repeats=args.repeats, upstream=not args.no_upstream,
+    )
+    print(benchmark.format_result(benchmark.run(config)))
+    return 0
+
+
 def _notify(args: argparse.Namespace):
     return None if args.quiet else (lambda message: print(f"vsrife: {message}", file=sys.stderr))
 
@@ -79,6 +92,17 @@ def build_parser() -> argparse.ArgumentParser:
     samples_fetch = samples_commands.add_parser("fetch", help="fetch clips into the cache; prints their paths")
     samples_fetch.add_argument("names", nargs="*", metavar="NAME", help="clips to fetch (default: all)")
     samples_fetch.set_defaults(run=_samples_fetch)
+
+    bench = commands.add_parser("bench", help="measure network-only and end-to-end speed and memory")
+    bench.add_argument("--model", default="4.26")
+    bench.add_argument("--size", default="1920x1080", help="WxH (default 1920x1080)")
+    bench.add_argument("--factor", default="2", help="N or N/D (default 2)")
+    bench.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA if available)")
+    bench.add_argument("--fp16", action="store_true", help="RGBH in, fp16 compute on CUDA")
+    bench.add_argument("--frames", type=int, default=48, help="output frames per end-to-end repeat")
+    bench.add_argument("--repeats", type=int, default=3, help="repeats after one warm-up (median reported)")
+    bench.add_argument("--no-upstream", action="store_true", help="skip the upstream vsrife 5.7.0 baseline")
+    bench.set_defaults(run=_bench)
     return parser
 
 

@@ -6,11 +6,16 @@ every output frame that needs it through a small thread-safe cache.
 
 from __future__ import annotations
 
+import os
+import queue
 import threading
+import weakref
 from collections import OrderedDict
-from collections.abc import Callable
-from concurrent.futures import Future
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Generic, TypeVar
 
 import numpy as np
@@ -83,6 +88,55 @@ class OnceCache(Generic[K, V]):
 
 
 @dataclass(frozen=True)
+class Job:
+    """An in-between to synthesize: source frames ``left`` and ``right`` (numbers and frames), at ``t``."""
+
+    left: int
+    right: int
+    t: float
+    left_frame: vs.VideoFrame = field(compare=False)
+    right_frame: vs.VideoFrame = field(compare=False)
+
+    @property
+    def key(self) -> tuple[int, int, float]:
+        return self.left, self.right, self.t
+
+
+class Ahead:
+    """Results computed by a pool of workers, possibly before anyone asks for them. Bounded: the oldest
+    result nobody took is dropped. VapourSynth runs a filter's Python callback one frame at a time; the
+    pool lets the next frames' work run meanwhile."""
+
+    def __init__(self, workers: int, capacity: int) -> None:
+        self.capacity = capacity
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="vsrife")
+        self._lock = threading.Lock()
+        self._futures: OrderedDict[tuple, Future] = OrderedDict()
+        weakref.finalize(self, self._pool.shutdown, wait=False, cancel_futures=True)
+
+    def start(self, key: tuple, compute: Callable[[], V]) -> Future:
+        with self._lock:
+            future = self._futures.get(key)
+            if future is None:
+                future = self._futures[key] = self._pool.submit(compute)
+                while len(self._futures) > self.capacity:
+                    self._futures.popitem(last=False)
+            return future
+
+    def take(self, key: tuple, compute: Callable[[], V]) -> V:
+        future = self.start(key, compute)
+        try:
+            return future.result()
+        finally:
+            with self._lock:
+                if self._futures.get(key) is future:
+                    del self._futures[key]
+
+    def __len__(self) -> int:
+        return len(self._futures)
+
+
+@dataclass(frozen=True)
 class Prepared:
     """A source frame on the device: padded image ``[1, 3, H, W]`` and encoder features (4.7+)."""
 
@@ -90,8 +144,63 @@ class Prepared:
     features: torch.Tensor | None
 
 
+MAX_CPU_WORKERS = 8
+CPU_BYTES_PER_PIXEL = 640  # peak host memory of one 4.26 forward, measured at 1280x768 and 1920x1088
+CUDA_WORKERS = 2
+
+
+@dataclass(frozen=True)
+class Lanes:
+    """How the work is spread: ``workers`` network calls at once, each with ``threads`` CPU threads."""
+
+    workers: int
+    threads: int
+
+    @classmethod
+    def choose(cls, device: torch.device, width: int, height: int, cores: int | None = None) -> Lanes:
+        """On CUDA two calls overlap (one copies while the other computes). On the CPU one call per core,
+        single-threaded, as far as memory allows: measured end to end on 2 cores, 4.26 at 1280x720 runs
+        1.35x and at 640x360 1.24x faster than one call on both cores (its convolutions scale poorly
+        across threads)."""
+        cores = cores or len(os.sched_getaffinity(0))
+        if device.type == "cuda":
+            return cls(CUDA_WORKERS, torch.get_num_threads())
+        fits = int(_available_memory() // 2 // (width * height * CPU_BYTES_PER_PIXEL))
+        workers = max(1, min(cores, MAX_CPU_WORKERS, fits))
+        return cls(workers, max(1, cores // workers))
+
+
+def _available_memory() -> float:
+    try:
+        with open("/proc/meminfo") as info:
+            for line in info:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return float("inf")
+
+
+class _Lane:
+    """One worker's place to run: a CUDA stream (or none on the CPU)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+
+    def context(self):
+        return torch.cuda.stream(self.stream) if self.stream is not None else nullcontext()
+
+    def finish(self) -> None:
+        if self.stream is not None:
+            self.stream.synchronize()
+
+
 class Engine:
-    """Runs ``net`` on ``device`` for frames of ``width`` × ``height``, padded to ``multiple``."""
+    """Runs ``net`` on ``device`` for frames of ``width`` × ``height``, padded to ``multiple``.
+
+    Up to ``lanes.workers`` calls run at once (VapourSynth asks for frames from several threads); each
+    call finishes its device work before returning, so cached tensors are complete when shared.
+    """
 
     def __init__(
         self,
@@ -102,6 +211,7 @@ class Engine:
         height: int,
         multiple: int,
         cache_frames: int,
+        lanes: Lanes | None = None,
     ) -> None:
         self.net = net.eval().to(device, dtype)
         self.device = device
@@ -110,7 +220,23 @@ class Engine:
         self.height = height
         self.padding = (0, -width % multiple, 0, -height % multiple)
         self.sources: OnceCache[int, Prepared] = OnceCache(cache_frames)
-        self._run_lock = threading.Lock()
+        self.lanes = lanes or Lanes.choose(device, width + self.padding[1], height + self.padding[3])
+        if device.type == "cpu":
+            torch.set_num_threads(self.lanes.threads)
+        self._free: queue.SimpleQueue[_Lane] = queue.SimpleQueue()
+        for _ in range(self.lanes.workers):
+            self._free.put(_Lane(device))
+        self._ahead = Ahead(self.lanes.workers, capacity=4 * self.lanes.workers + 4)
+
+    @contextmanager
+    def _lane(self) -> Iterator[_Lane]:
+        lane = self._free.get()
+        try:
+            with lane.context(), torch.inference_mode():
+                yield lane
+                lane.finish()
+        finally:
+            self._free.put(lane)
 
     def prepare(self, index: int, frame: vs.VideoFrame) -> Prepared:
         """The device copy of source frame ``index`` (cached)."""
@@ -118,26 +244,42 @@ class Engine:
 
     def _upload(self, frame: vs.VideoFrame) -> Prepared:
         planes = np.stack([np.asarray(frame[p]) for p in range(frame.format.num_planes)])
-        image = torch.from_numpy(planes).to(self.device, self.dtype, non_blocking=True).unsqueeze(0)
-        if any(self.padding):
-            image = F.pad(image, self.padding)
-        with self._run_lock, torch.inference_mode():
-            features = self.net.features(image)
-        return Prepared(image, features)
+        host = torch.from_numpy(planes)
+        with self._lane():
+            if self.device.type == "cuda":
+                host = host.pin_memory()
+            image = host.to(self.device, self.dtype, non_blocking=True).unsqueeze(0)
+            if any(self.padding):
+                image = F.pad(image, self.padding)
+            return Prepared(image, self.net.features(image))
 
-    def interpolate(self, left: Prepared, right: Prepared, t: float) -> torch.Tensor:
-        """The frame at timestep ``t`` (0..1) between two prepared frames, cropped: ``[3, H, W]``."""
+    def interpolate(self, left: Prepared, right: Prepared, t: float) -> np.ndarray:
+        """The frame at timestep ``t`` (0..1) between two prepared frames, cropped, on the host:
+        ``[3, H, W]`` float32 (float16 when computing in fp16)."""
         _, _, h, w = left.image.shape
-        timestep = torch.full((1, 1, h, w), t, dtype=self.dtype, device=self.device)
-        with self._run_lock, torch.inference_mode():
+        with self._lane():
+            timestep = torch.full((1, 1, h, w), t, dtype=self.dtype, device=self.device)
             out = self.net(left.image, right.image, timestep, left.features, right.features)
-        return out[0, :, : self.height, : self.width]
+            out = out[0, :, : self.height, : self.width].to("cpu", non_blocking=self.device.type == "cuda")
+        return out.numpy()
+
+    def synthesize(self, job: Job) -> np.ndarray:
+        """The in-between ``job`` asks for; waits for it if it was started ahead, else computes it."""
+        return self._ahead.take(job.key, partial(self._run, job))
+
+    def start(self, job: Job) -> None:
+        """Start computing ``job`` in the background, so that it is ready when asked for."""
+        self._ahead.start(job.key, partial(self._run, job))
+
+    def _run(self, job: Job) -> np.ndarray:
+        left = self.prepare(job.left, job.left_frame)
+        right = self.prepare(job.right, job.right_frame)
+        return self.interpolate(left, right, job.t)
 
     @staticmethod
-    def write(image: torch.Tensor, frame: vs.VideoFrame) -> vs.VideoFrame:
+    def write(image: np.ndarray, frame: vs.VideoFrame) -> vs.VideoFrame:
         """Copy ``image`` ``[planes, H, W]`` into the writable ``frame``, in the frame's sample type."""
         dtype = np.float16 if frame.format.bits_per_sample == 16 else np.float32
-        pixels = image.to("cpu", torch.float16 if dtype is np.float16 else torch.float32).numpy()
         for p in range(frame.format.num_planes):
-            np.copyto(np.asarray(frame[p]), pixels[p])
+            np.copyto(np.asarray(frame[p]), image[p], casting="unsafe" if image.dtype != dtype else "no")
         return frame

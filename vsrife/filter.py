@@ -10,7 +10,7 @@ import torch
 import vapoursynth as vs
 
 from . import formats, scene, weights
-from .engine import Engine, resolve_device
+from .engine import Engine, Job, resolve_device
 from .errors import ParameterError, ParameterTypeError
 from .network import IFNet
 from .timing import Blend, ConstantRate, FramePlanner, PlanOptions, Timing, VariableRate, rate_ratio
@@ -19,6 +19,7 @@ from .variants import DEFAULT_MODEL, architecture, check_capabilities, resolve_m
 DEFAULT_DEDUP_THRESHOLD = 0.02
 TIMESTEP_PROP = "RifeTimestep"
 PAIR_PROP = "RifePair"
+AHEAD_PROP = "RifeAhead"  # internal: in-betweens to start early, carried from the planner to the synthesizer
 
 
 def rife(
@@ -201,23 +202,31 @@ def _is_fraction(value: object) -> bool:
 
 
 def _interpolate(clip: vs.VideoNode, convert: formats.Converter, planner: FramePlanner, engine: Engine) -> vs.VideoNode:
-    """Plan every output frame from a window of annotated source frames; synthesize where planned."""
+    """Plan every output frame from a window of annotated source frames; synthesize where planned.
+
+    The window reaches ``engine.lanes.workers`` source frames further than planning needs, so each call
+    can start the next in-betweens on the engine's workers while VapourSynth delivers frames one by one.
+    """
     options = planner.options
     thresholds = [t for t in (options.static_threshold, options.dedup_threshold if options.dedup else None) if t is not None]
     info = scene.annotate(clip, exact=0 in thresholds, local=any(t > 0 for t in thresholds))
     first, last = planner.window()
+    last += engine.lanes.workers
     window = _window(info, planner, first, last)
     stretch = planner.timing.ratio if clip.fps == 0 and isinstance(planner.timing, ConstantRate) else None
     make = partial(_output_frame, planner=planner, engine=engine, first=first, synthesize=convert.is_identity,
                    stretch=stretch)
-    planned = window[0].std.ModifyFrame(window, make)
-    if convert.is_identity:
-        out = planned
-    else:  # synthesize on the working (RGB) copies, convert back, and keep the planned frame's props
+    out = window[0].std.ModifyFrame(window, make)
+    if not convert.is_identity:  # synthesize on working (RGB) copies, convert back, keep the planned props
+        planned = out
         working = _window(convert.to_working(clip), planner, first, last)
-        made = working[0].std.ModifyFrame([planned, *working], partial(_synthesize_planned, planner=planner, engine=engine, first=first))
+        made = working[0].std.ModifyFrame(
+            [planned, *working], partial(_synthesize_planned, planner=planner, engine=engine, first=first)
+        )
         converted = convert.from_working(made).std.CopyFrameProps(planned)
-        out = planned.std.FrameEval(partial(_choose, planned=planned, converted=converted), prop_src=planned, clip_src=[planned, converted])
+        out = planned.std.FrameEval(partial(_choose, planned=planned, converted=converted), prop_src=planned,
+                                    clip_src=[planned, converted])
+        out = out.std.RemoveFrameProps(AHEAD_PROP)
     if isinstance(planner.timing, VariableRate) or clip.fps != 0:
         rate = planner.timing.rate if isinstance(planner.timing, VariableRate) else clip.fps * planner.timing.ratio
         return out.std.AssumeFPS(fpsnum=rate.numerator, fpsden=rate.denominator)
@@ -245,35 +254,69 @@ def _remap(clip: vs.VideoNode, lefts: list[int]) -> vs.VideoNode:
     return out.std.DuplicateFrames(repeats) if repeats else out
 
 
+class _Window:
+    """The annotated source frames one call received: source frame ``j`` is ``frames[j - base]``."""
+
+    def __init__(self, frames: list[vs.VideoFrame], base: int) -> None:
+        self.frames = frames
+        self.base = base
+        self._facts: dict[int, scene.SourceFacts] = {}
+
+    def __getitem__(self, j: int) -> vs.VideoFrame:
+        if not 0 <= j - self.base < len(self.frames):
+            raise LookupError(j)
+        return self.frames[j - self.base]
+
+    def facts(self, j: int) -> scene.SourceFacts:
+        if j not in self._facts:
+            self._facts[j] = scene.SourceFacts.read(self[j])
+        return self._facts[j]
+
+
+def _blends_ahead(n: int, planner: FramePlanner, window: _Window, count: int) -> list[Blend]:
+    """Up to ``count`` in-betweens of the output frames after ``n`` that this window can plan and feed."""
+    found = []
+    for m in range(n + 1, min(n + 4 * count + 4, planner.timing.output_frames)):
+        try:
+            action = planner.plan(m, window.facts)
+            if isinstance(action, Blend):
+                window[action.left], window[action.right]  # noqa: B018 (both frames at hand)
+                found.append(action)
+        except LookupError:
+            break
+        if len(found) == count:
+            break
+    return found
+
+
 def _output_frame(n: int, f: list[vs.VideoFrame], planner: FramePlanner, engine: Engine, first: int,
                   synthesize: bool, stretch: Fraction | None) -> vs.VideoFrame:
     """The output frame (``synthesize``) or, for a frame to blend, a stand-in carrying the plan's props.
     ``stretch``: a variable-rate clip resampled by this factor; each frame lasts its left source frame's
     duration divided by it."""
     left = planner.timing.position(n).left
-    base = left + first  # the source frame f[0] holds
-    known: dict[int, scene.SourceFacts] = {}
-
-    def facts(j: int) -> scene.SourceFacts:
-        if j not in known:
-            known[j] = scene.SourceFacts.read(f[j - base])
-        return known[j]
-
-    action = planner.plan(n, facts)
+    window = _Window(f, left + first)
+    action = planner.plan(n, window.facts)
+    ahead = _blends_ahead(n, planner, window, engine.lanes.workers)
+    if synthesize:
+        for blend in ahead:
+            engine.start(_job(blend, window))
     if isinstance(action, Blend) and synthesize:
-        out = _synthesize(action, f[action.left - base], f[action.right - base], engine)
+        out = _synthesize(action, window, engine)
     else:
-        out = f[action.shown - base].copy()
+        out = window[action.shown].copy()
     if isinstance(action, Blend):
         out.props[TIMESTEP_PROP] = float(action.t)
         out.props[PAIR_PROP] = [action.left, action.right]
-    before, after = planner.scene_change(n, facts, action)
+        if not synthesize:
+            out.props[AHEAD_PROP] = [x for b in ahead for x in (b.left, b.right, b.t.numerator, b.t.denominator)]
+    before, after = planner.scene_change(n, window.facts, action)
     for key in scene.PRIVATE_PROPS:
         del out.props[key]
     out.props[scene.PREV] = int(before)
     out.props[scene.NEXT] = int(after)
     if stretch is not None:
-        source = f[left - base].props
+        source = window[left].props
         duration = Fraction(source["_DurationNum"], source["_DurationDen"]) / stretch
         out.props["_DurationNum"], out.props["_DurationDen"] = duration.numerator, duration.denominator
     return out
@@ -281,20 +324,25 @@ def _output_frame(n: int, f: list[vs.VideoFrame], planner: FramePlanner, engine:
 
 def _synthesize_planned(n: int, f: list[vs.VideoFrame], planner: FramePlanner, engine: Engine, first: int) -> vs.VideoFrame:
     """Synthesize a planned blend on the working copies; ``f[0]`` is the planned stand-in."""
-    pair = f[0].props.get(PAIR_PROP)
-    if pair is None:  # not a blend: _choose never asks for this frame
+    props = f[0].props
+    if PAIR_PROP not in props:  # not a blend: _choose never asks for this frame
         return f[1]
-    base = planner.timing.position(n).left + first
-    left, right = pair
-    blend = Blend(left, right, Fraction(f[0].props[TIMESTEP_PROP]))
-    return _synthesize(blend, f[1 + left - base], f[1 + right - base], engine)
+    window = _Window(f[1:], planner.timing.position(n).left + first)
+    flat = list(props.get(AHEAD_PROP, []))
+    for i in range(0, len(flat), 4):
+        engine.start(_job(Blend(flat[i], flat[i + 1], Fraction(flat[i + 2], flat[i + 3])), window))
+    left, right = props[PAIR_PROP]
+    return _synthesize(Blend(left, right, Fraction(props[TIMESTEP_PROP])), window, engine)
+
+
+def _job(blend: Blend, window: _Window) -> Job:
+    return Job(blend.left, blend.right, float(blend.t), window[blend.left], window[blend.right])
 
 
 def _choose(n: int, f: vs.VideoFrame, planned: vs.VideoNode, converted: vs.VideoNode) -> vs.VideoNode:
     return converted if TIMESTEP_PROP in f.props else planned
 
 
-def _synthesize(blend: Blend, left: vs.VideoFrame, right: vs.VideoFrame, engine: Engine) -> vs.VideoFrame:
-    image = engine.interpolate(engine.prepare(blend.left, left), engine.prepare(blend.right, right), float(blend.t))
-    out = (left if blend.shown == blend.left else right).copy()
-    return engine.write(image, out)
+def _synthesize(blend: Blend, window: _Window, engine: Engine) -> vs.VideoFrame:
+    image = engine.synthesize(_job(blend, window))
+    return engine.write(image, window[blend.shown].copy())

