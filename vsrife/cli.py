@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from fractions import Fraction
+from pathlib import Path
 
 from . import download, samples, weights
 from .errors import VsRifeError
@@ -68,6 +69,24 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _smooth(args: argparse.Namespace) -> int:
+    from . import smooth  # imports VapourSynth: only when rendering
+
+    if args.fps and args.factor:
+        print("vsrife smooth: give --fps or --factor, not both", file=sys.stderr)
+        return 2
+    options = smooth.Options(
+        input=Path(args.input), output=Path(args.output),
+        fps=None if args.factor else Fraction(args.fps or "60"), factor=Fraction(args.factor) if args.factor else None,
+        model=args.model, scale=args.scale, device=args.device, sc=not args.no_sc, dedup=args.dedup,
+        codec=args.codec, crf=args.crf, preset=args.preset, extra=tuple(args.ffmpeg_args), quiet=args.quiet,
+    )
+    if args.dry_run:
+        print(smooth.dry_run(options, smooth.probe(options.input)), end="")
+        return 0
+    return smooth.run(options)
+
+
 def _notify(args: argparse.Namespace):
     return None if args.quiet else (lambda message: print(f"vsrife: {message}", file=sys.stderr))
 
@@ -93,6 +112,26 @@ def build_parser() -> argparse.ArgumentParser:
     samples_fetch.add_argument("names", nargs="*", metavar="NAME", help="clips to fetch (default: all)")
     samples_fetch.set_defaults(run=_samples_fetch)
 
+    smooth = commands.add_parser("smooth", help="any video to a new frame rate, audio and subtitles kept",
+                                 description="Render INPUT at a new frame rate to OUTPUT (written only on success). "
+                                 "Arguments after -- go to ffmpeg as they are.",
+                                 usage="vsrife smooth INPUT OUTPUT [options] [-- FFMPEG_ARGS ...]")
+    smooth.add_argument("input")
+    smooth.add_argument("output")
+    smooth.add_argument("--fps", help="target rate, N or N/D (default 60)")
+    smooth.add_argument("--factor", help="rate factor, N or N/D, instead of --fps")
+    smooth.add_argument("--model", default="4.26")
+    smooth.add_argument("--scale", type=float, default=1.0, help="0.25, 0.5, 1, 2 or 4 (0.5 for 4K)")
+    smooth.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA if available)")
+    smooth.add_argument("--no-sc", action="store_true", help="interpolate across scene changes too")
+    smooth.add_argument("--dedup", action="store_true", help="re-time held drawings (anime on twos/threes)")
+    smooth.add_argument("--codec", default="libx264", help="ffmpeg video encoder (default libx264)")
+    smooth.add_argument("--crf", type=int, default=18)
+    smooth.add_argument("--preset", default="slow")
+    smooth.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    smooth.add_argument("--dry-run", action="store_true", help="print the .vpy and vspipe | ffmpeg command instead")
+    smooth.set_defaults(run=_smooth)
+
     bench = commands.add_parser("bench", help="measure network-only and end-to-end speed and memory")
     bench.add_argument("--model", default="4.26")
     bench.add_argument("--size", default="1920x1080", help="WxH (default 1920x1080)")
@@ -107,7 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    passed = argv[argv.index("--") + 1 :] if "--" in argv else []  # for ffmpeg, as they are
+    args = build_parser().parse_args(argv[: len(argv) - len(passed) - (1 if "--" in argv else 0)])
+    args.ffmpeg_args = passed
     try:
         return args.run(args)
     except VsRifeError as e:
