@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 import vapoursynth as vs
 
-from .errors import DeviceError
+from .errors import DeviceError, OutOfMemory
 from .network import IFNet
 
 K = TypeVar("K")
@@ -85,6 +85,11 @@ class OnceCache(Generic[K, V]):
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    text = str(error)
+    return isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
 
 
 @dataclass(frozen=True)
@@ -272,9 +277,20 @@ class Engine:
         self._ahead.start(job.key, partial(self._run, job))
 
     def _run(self, job: Job) -> np.ndarray:
-        left = self.prepare(job.left, job.left_frame)
-        right = self.prepare(job.right, job.right_frame)
-        return self.interpolate(left, right, job.t)
+        try:
+            left = self.prepare(job.left, job.left_frame)
+            right = self.prepare(job.right, job.right_frame)
+            return self.interpolate(left, right, job.t)
+        except (torch.cuda.OutOfMemoryError, RuntimeError) as error:
+            if not _is_out_of_memory(error):
+                raise
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            raise OutOfMemory(
+                f"out of {self.device.type.upper()} memory interpolating {self.width}x{self.height} with "
+                f"{self.lanes.workers} worker(s): try scale=0.5, fp16 (an RGBH or half-float clip on CUDA), a "
+                "lighter model (4.6, or a .lite one), or fewer frames at once (core.num_threads)"
+            ) from None
 
     @staticmethod
     def write(image: np.ndarray, frame: vs.VideoFrame) -> vs.VideoFrame:

@@ -43,3 +43,7 @@ class CheckpointMismatchError(VsRifeError, ValueError):
 
 class DownloadError(VsRifeError, OSError):
     """A download failed (offline, timed out, or the file did not match its checksum)."""
+
+
+class OutOfMemory(VsRifeError, MemoryError):
+    """The device ran out of memory; the message says what to lower."""

@@ -236,7 +236,10 @@ def run(options: Options) -> int:
             writer.start()
             while writer.is_alive():
                 writer.join(0.2)
-            encoder.stdin.close()
+            try:
+                encoder.stdin.close()
+            except BrokenPipeError:  # the encoder is gone; its exit status tells
+                pass
             if encoder.wait() != 0 or writer.error is not None:
                 raise SmoothError(f"encoding failed: {_last_line(log) or writer.error}")
             os.replace(partial, options.output)

@@ -1,0 +1,116 @@
+"""Faults and load: out of memory, long runs, dead encoders, all ending cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import vapoursynth as vs
+
+from helpers import clip_from_array, read_rgb_frames
+from vsrife import rife
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.slow
+
+
+def run_python(code: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=timeout)
+
+
+def test_out_of_memory_is_a_clear_error(sample_path):
+    """A real allocation failure (the address space capped) becomes one clear error naming what to lower."""
+    result = run_python(f"""
+        import re, resource
+        import vapoursynth as vs
+        from vsrife import rife
+        clip = vs.core.bs.VideoSource({str(sample_path("bigbuckbunny"))!r}, cachemode=0)[40:43].resize.Bicubic(1920, 1080)
+        out = rife(clip, model="4.26", device="cpu", sc=False, static_threshold=None)
+        out.get_frame(0)
+        size = int(re.search(r"VmSize:\\s+(\\d+)", open("/proc/self/status").read()).group(1)) * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (size + 600 * 2**20, resource.RLIM_INFINITY))
+        try:
+            out.get_frame(1)
+        except vs.Error as error:
+            print(str(error).splitlines()[-1])
+    """)
+    assert "out of CPU memory interpolating 1920x1080" in result.stdout, result.stdout + result.stderr
+    assert "try scale=0.5" in result.stdout
+
+
+def resident_mib() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+@pytest.fixture
+def small_cache():
+    before = vs.core.max_cache_size
+    vs.core.max_cache_size = 100
+    yield
+    vs.core.max_cache_size = before
+
+
+def test_ten_thousand_frames_hold_memory_flat(sample_path, small_cache):
+    frames = read_rgb_frames(sample_path("bigbuckbunny"), list(range(40, 48)), crop=(600, 300, 32, 32))
+    order = list(range(8)) + list(range(6, 0, -1))
+    clip = clip_from_array(frames[order * 358][:5000])
+    out = rife(clip, model="4.6", device="cpu")
+    assert out.num_frames == 10_000
+    samples = {}
+    for n, _ in enumerate(out.frames(close=True)):
+        if n in (4_000, 9_999):
+            samples[n] = resident_mib()
+    growth = samples[9_999] - samples[4_000]
+    print(f"resident memory: {samples[4_000]:.0f} MiB at frame 4000, {samples[9_999]:.0f} MiB at frame 9999")
+    assert growth < 40, f"host memory grew {growth:.0f} MiB over 6000 frames"
+
+
+@pytest.fixture(scope="module")
+def bunny(sample_path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("faults") / "bunny.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-i", str(sample_path("bigbuckbunny")), "-vf", "scale=320:180",
+                    "-c:v", "libx264", "-c:a", "copy", str(out)], check=True)
+    return out
+
+
+def test_vspipe_stops_promptly_when_the_reader_dies(bunny):
+    start = time.monotonic()
+    result = subprocess.run(
+        ["bash", "-c", f"{BIN / 'vspipe'} -c y4m {ROOT / 'examples' / 'convert_fps.vpy'} - -a input={bunny} "
+                       f"-a device=cpu | head -c 400000 > /dev/null; echo ${{PIPESTATUS[0]}}"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert int(result.stdout.strip()) != 0, "vspipe must report the broken pipe"
+    assert time.monotonic() - start < 120
+
+
+def test_smooth_reports_a_dead_encoder(bunny, tmp_path):
+    out = tmp_path / "out.mkv"
+    process = subprocess.Popen([str(BIN / "vsrife"), "smooth", str(bunny), str(out), "--device", "cpu", "-q"],
+                               stderr=subprocess.PIPE, text=True)
+    encoder = None
+    deadline = time.monotonic() + 120
+    while encoder is None and time.monotonic() < deadline:
+        found = subprocess.run(["pgrep", "-P", str(process.pid), "ffmpeg"], capture_output=True, text=True).stdout.split()
+        encoder = int(found[0]) if found else None
+        time.sleep(0.2)
+    time.sleep(2)
+    os.kill(encoder, signal.SIGKILL)
+    start = time.monotonic()
+    _, stderr = process.communicate(timeout=60)
+    assert time.monotonic() - start < 20
+    assert process.returncode == 1
+    assert "encoding failed" in stderr and "Traceback" not in stderr
+    assert list(tmp_path.iterdir()) == []
