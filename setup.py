@@ -26,10 +26,12 @@ setup(
         "torch>=2.4",
         "numpy>=1.26",
         "vsutil>=0.8",
+        "safetensors>=0.4",
     ],
     extras_require={
         "test": ["pytest>=8"],
         "sources": ["vapoursynth-bestsource", "vapoursynth-lsmas"],
+        "quality": ["vapoursynth-vszip", "vapoursynth-mvtools", "matplotlib"],
     },
     entry_points={"console_scripts": ["vsrife = vsrife.cli:main"]},
 )

@@ -8,6 +8,7 @@ import torch
 
 from helpers import clip_from_array, frame_array, read_rgb_frames, upstream_forward
 from vsrife import rife
+from vsrife.variants import architecture
 
 REAL_MODELS = ["4.0", "4.6", "4.26"]
 TOLERANCE = 1e-4
@@ -43,7 +44,7 @@ def test_padding_matches_upstream_padding(model, sample_path, upstream, weights_
     frames = read_rgb_frames(sample_path("bigbuckbunny"), [40, 41], crop=(540, 300, 200, 120))
     out = rife(clip_from_array(frames), model=model, device="cpu")
     img0, img1 = (torch.from_numpy(frames[i : i + 1]) for i in range(2))
-    multiple = 64 if model == "4.26" else 32
+    multiple = architecture(model).size_multiple(1.0)
     expected = upstream_forward(upstream(model), raw_state_dict(weights_file(model)), img0, img1, 0.5, multiple=multiple)
     got = frame_array(out, 1)
     assert got.shape == (3, 120, 200)
@@ -55,6 +56,6 @@ def test_scale_and_ensemble_match_upstream(model, scale, ensemble, real_frames, 
     out = rife(clip_from_array(real_frames), model=model, scale=scale, ensemble=ensemble, device="cpu")
     img0, img1 = (torch.from_numpy(real_frames[i : i + 1]) for i in range(2))
     state = raw_state_dict(weights_file(model))
-    multiple = int((64 if model == "4.26" else 32) / min(scale, 1.0))
+    multiple = architecture(model).size_multiple(scale)
     expected = upstream_forward(upstream(model), state, img0, img1, 0.5, scale, ensemble, multiple)[0].numpy()
     assert np.abs(frame_array(out, 1) - expected).max() <= TOLERANCE

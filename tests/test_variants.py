@@ -72,6 +72,24 @@ def test_large_motion_retry_of_4_0_matches_upstream(upstream, frames, tmp_path):
     assert np.abs(got - expected).max() <= TOLERANCE
 
 
+def test_large_motion_retry_at_a_size_upstream_cannot_take(upstream, sample_path, tmp_path):
+    """288x160 is a multiple of 32 (upstream's padding for 4.0) but not of 64, which the doubled scales
+    of the retry need: upstream fails there; we pad to 64 and match upstream run on that padded input."""
+    module = upstream("4.0")
+    torch.manual_seed(7)
+    state = module.IFNet(1.0, False).state_dict()
+    state["block1.lastconv.weight"] = state["block1.lastconv.weight"] * 400
+    path = tmp_path / "retry.pkl"
+    torch.save(state, path)
+    crop = read_rgb_frames(sample_path("bigbuckbunny"), [40, 41], crop=(500, 300, 288, 160))
+    img0, img1 = (torch.from_numpy(crop[i : i + 1]) for i in range(2))
+    with pytest.raises(RuntimeError):
+        upstream_forward(module, state, img0, img1, 0.5, multiple=32)
+    expected = upstream_forward(module, state, img0, img1, 0.5, multiple=64)[0].numpy()
+    got = frame_array(rife(clip_from_array(crop), model_path=path, device="cpu"), 1)
+    assert np.abs(got - expected).max() <= TOLERANCE
+
+
 def _run_with(net, img0, img1) -> np.ndarray:
     from helpers import _upstream_run
 

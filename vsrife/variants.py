@@ -25,8 +25,9 @@ _V4_0 = Architecture(
     pixel_shuffle_head=False,
     mask_accumulates=True,
     retries_large_motion=True,
+    pad_multiple=64,  # the retry doubles every block's scale; upstream pads to 32 and then fails
 )
-_V4_2 = replace(_V4_0, activation="leaky", body_skip=False, retries_large_motion=False)
+_V4_2 = replace(_V4_0, activation="leaky", body_skip=False, retries_large_motion=False, pad_multiple=32)
 _V4_5 = replace(_V4_2, body="resconv", pixel_shuffle_head=True)
 _V4_6 = replace(_V4_5, block_out_channels=6)
 _V4_7 = replace(_V4_6, mask_accumulates=False, encoder=EncoderSpec(16, 4, inner_convs=0, layout="sequential"))

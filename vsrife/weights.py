@@ -163,10 +163,8 @@ def refuse_code(path: Path) -> None:
 
 def _read_tensors(path: Path) -> Mapping[str, object]:
     if path.suffix == ".safetensors":
-        try:
-            from safetensors.torch import load_file
-        except ImportError:
-            raise WeightsCorruptError("model_path: reading .safetensors needs `pip install safetensors`") from None
+        from safetensors.torch import load_file
+
         return load_file(str(path))
     refuse_code(path)
     return torch.load(path, map_location="cpu", weights_only=True)
