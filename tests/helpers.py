@@ -40,8 +40,16 @@ def frame_array(clip: vs.VideoNode, n: int) -> np.ndarray:
     return np.stack([np.asarray(frame[p]) for p in range(frame.format.num_planes)]).astype(np.float32)
 
 
-def upstream_forward(module, state_dict: dict, img0: torch.Tensor, img1: torch.Tensor, t: float,
-                     scale: float = 1.0, ensemble: bool = False, multiple: int = 1) -> torch.Tensor:
+def upstream_forward(
+    module,
+    state_dict: dict,
+    img0: torch.Tensor,
+    img1: torch.Tensor,
+    t: float,
+    scale: float = 1.0,
+    ensemble: bool = False,
+    multiple: int = 1,
+) -> torch.Tensor:
     """Upstream's IFNet (and encoder) on ``[1, 3, H, W]`` frames, run the way HolyWu's filter runs it:
     zero-padded right and bottom to ``multiple``, then cropped back."""
     net = module.IFNet(scale, ensemble).eval()

@@ -21,7 +21,9 @@ pytestmark = pytest.mark.slow
 def probe(path: Path) -> dict:
     result = subprocess.run(
         ["ffprobe", "-v", "error", "-count_frames", "-show_streams", "-show_format", "-of", "json", str(path)],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return json.loads(result.stdout)
 
@@ -31,14 +33,31 @@ def small_bunny(sample_path, tmp_path_factory) -> Path:
     """Big Buck Bunny at 320x180, all 132 frames, with its AAC audio copied (keeps CPU runs short)."""
     out = tmp_path_factory.mktemp("clips") / "bunny_320.mp4"
     subprocess.run(
-        ["ffmpeg", "-v", "error", "-nostdin", "-i", str(sample_path("bigbuckbunny")), "-vf", "scale=320:180",
-         "-c:v", "libx264", "-crf", "16", "-c:a", "copy", str(out)],
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-nostdin",
+            "-i",
+            str(sample_path("bigbuckbunny")),
+            "-vf",
+            "scale=320:180",
+            "-c:v",
+            "libx264",
+            "-crf",
+            "16",
+            "-c:a",
+            "copy",
+            str(out),
+        ],
         check=True,
     )
     return out
 
 
-def run_pipeline(script: str, args: dict[str, str], ffmpeg_args: list[str], output: Path) -> subprocess.CompletedProcess:
+def run_pipeline(
+    script: str, args: dict[str, str], ffmpeg_args: list[str], output: Path
+) -> subprocess.CompletedProcess:
     vs_args = " ".join(f"-a {k}={v}" for k, v in args.items())
     command = (
         f"{BIN / 'vspipe'} -c y4m {ROOT / 'examples' / script} - {vs_args} "
@@ -50,7 +69,8 @@ def run_pipeline(script: str, args: dict[str, str], ffmpeg_args: list[str], outp
 def test_convert_fps_with_audio_through_vspipe_and_ffmpeg(small_bunny, tmp_path):
     out = tmp_path / "bunny_60.mkv"
     result = run_pipeline(
-        "convert_fps.vpy", {"input": str(small_bunny), "fps": "60", "device": "cpu"},
+        "convert_fps.vpy",
+        {"input": str(small_bunny), "fps": "60", "device": "cpu"},
         ["-i", str(small_bunny), "-map", "0:v", "-map", "1:a?", "-c:v", "libx264", "-crf", "18", "-c:a", "copy"],
         out,
     )
@@ -68,7 +88,10 @@ def test_convert_fps_with_audio_through_vspipe_and_ffmpeg(small_bunny, tmp_path)
 def test_slow_motion_example(small_bunny, tmp_path):
     out = tmp_path / "bunny_slow.mkv"
     result = run_pipeline(
-        "slowmo.vpy", {"input": str(small_bunny), "factor": "2", "device": "cpu"}, ["-c:v", "libx264", "-crf", "18"], out
+        "slowmo.vpy",
+        {"input": str(small_bunny), "factor": "2", "device": "cpu"},
+        ["-c:v", "libx264", "-crf", "18"],
+        out,
     )
     assert result.returncode == 0, result.stderr
     video = probe(out)["streams"][0]
@@ -85,9 +108,19 @@ def test_examples_build_and_vspipe_needs_no_activated_venv(small_bunny, script, 
     env = {"PATH": "/usr/bin:/bin", "HOME": str(Path.home())}
     env |= {k: os.environ[k] for k in ("VSRIFE_CACHE_DIR",) if k in os.environ}
     result = subprocess.run(
-        [str(BIN / "vspipe"), "--info", str(ROOT / "examples" / script), "-a", f"input={small_bunny}",
-         "-a", "device=cpu"],
-        capture_output=True, text=True, env=env, timeout=300,
+        [
+            str(BIN / "vspipe"),
+            "--info",
+            str(ROOT / "examples" / script),
+            "-a",
+            f"input={small_bunny}",
+            "-a",
+            "device=cpu",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     assert f"Frames: {frames}" in result.stdout

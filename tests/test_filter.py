@@ -68,8 +68,9 @@ def test_no_blend_across_a_cut(frames, prop):
     # and sc=False blends even there
     assert rife(clip, model="4.6", factor_num=4, sc=False, device="cpu").get_frame(10).props["RifePair"] == [2, 3]
     # the output marks the cut where the shown shot changes: between output frames 9 and 10
-    assert [(out.get_frame(n).props["_SceneChangePrev"], out.get_frame(n).props["_SceneChangeNext"]) for n in range(8, 12)] == [
-        (0, 0), (0, 1), (1, 0), (0, 0)]
+    assert [
+        (out.get_frame(n).props["_SceneChangePrev"], out.get_frame(n).props["_SceneChangeNext"]) for n in range(8, 12)
+    ] == [(0, 0), (0, 1), (1, 0), (0, 0)]
 
 
 def test_each_source_frame_uploaded_once(frames, monkeypatch):
@@ -109,7 +110,11 @@ no_durations = variable_rate.std.RemoveFrameProps(["_DurationNum", "_DurationDen
         ({"factor_den": -1}, ParameterError, "factor_den: must be"),
         ({"factor_num": 2.5}, ParameterError, "factor_num: must be a whole number"),
         ({"fps_num": 0}, ParameterError, "fps_num: must be"),
-        ({"clip": no_durations, "fps_num": 60}, ParameterError, r"fps_num: the clip has no frame rate \(fps 0\) and frame 0 has no _DurationNum"),
+        (
+            {"clip": no_durations, "fps_num": 60},
+            ParameterError,
+            r"fps_num: the clip has no frame rate \(fps 0\) and frame 0 has no _DurationNum",
+        ),
         ({"scale": 3}, ParameterError, "scale: must be one of 0.25, 0.5, 1.0, 2.0, 4.0"),
         ({"model": "5.0"}, ParameterError, "model: unknown model '5.0'; known models: 4.0, 4.1"),
         ({"model": "4.26", "ensemble": True}, ParameterError, "ensemble: model 4.26 does not support"),

@@ -14,8 +14,15 @@ from helpers import clip_from_array, frame_array, read_rgb_frames
 from vsrife import formats, rife
 
 FORMATS = [
-    (vs.YUV420P8, 30.0), (vs.YUV420P10, 33.0), (vs.YUV422P10, 33.0), (vs.YUV444P16, 38.0),
-    (vs.YUV444PH, 38.0), (vs.YUV444PS, 38.0), (vs.RGB24, 38.0), (vs.RGB48, 40.0), (vs.RGBH, 40.0),
+    (vs.YUV420P8, 30.0),
+    (vs.YUV420P10, 33.0),
+    (vs.YUV422P10, 33.0),
+    (vs.YUV444P16, 38.0),
+    (vs.YUV444PH, 38.0),
+    (vs.YUV444PS, 38.0),
+    (vs.RGB24, 38.0),
+    (vs.RGB48, 40.0),
+    (vs.RGBH, 40.0),
 ]
 
 
@@ -52,7 +59,11 @@ def planes(clip: vs.VideoNode, n: int) -> list[np.ndarray]:
     return [np.asarray(frame[p]).copy() for p in range(frame.format.num_planes)]
 
 
-@pytest.mark.parametrize(("fmt", "min_psnr"), FORMATS, ids=lambda v: vs.core.get_video_format(v).name if isinstance(v, int) and v > 1000 else str(v))
+@pytest.mark.parametrize(
+    ("fmt", "min_psnr"),
+    FORMATS,
+    ids=lambda v: vs.core.get_video_format(v).name if isinstance(v, int) and v > 1000 else str(v),
+)
 def test_format_round_trip(rgb, rgb_path, fmt, min_psnr):
     clip = to_format(rgb, fmt)
     out = rife(clip, model="4.26", device="cpu")
@@ -92,9 +103,14 @@ def test_full_range_is_honoured(rgb, rgb_path):
 @pytest.mark.filterwarnings("ignore:The _ColorRange frame property has been deprecated")
 @pytest.mark.parametrize(
     ("props", "size", "matrix", "limited"),
-    [({}, (1280, 720), formats.BT709, True), ({}, (720, 480), formats.SMPTE170M, True),
-     ({"_Matrix": 2}, (1920, 1080), formats.BT709, True), ({"_Matrix": 6}, (1920, 1080), formats.SMPTE170M, True),
-     ({"_Matrix": 9, "_Range": 1}, (3840, 2160), formats.BT2020_NCL, False), ({"_ColorRange": 0}, (640, 360), 6, False)],
+    [
+        ({}, (1280, 720), formats.BT709, True),
+        ({}, (720, 480), formats.SMPTE170M, True),
+        ({"_Matrix": 2}, (1920, 1080), formats.BT709, True),
+        ({"_Matrix": 6}, (1920, 1080), formats.SMPTE170M, True),
+        ({"_Matrix": 9, "_Range": 1}, (3840, 2160), formats.BT2020_NCL, False),
+        ({"_ColorRange": 0}, (640, 360), 6, False),
+    ],
 )
 def test_colour_props_and_defaults(props, size, matrix, limited):
     clip = vs.core.std.BlankClip(format=vs.YUV420P8, width=size[0], height=size[1], length=2)
@@ -162,5 +178,7 @@ def test_variable_rate_to_a_constant_rate(variable_rate):
 def test_variable_rate_with_a_factor_keeps_durations(variable_rate):
     out = rife(variable_rate, model="4.26", factor_num=2, device="cpu")
     assert out.fps == 0 and out.num_frames == 12
-    durations = [Fraction(f.props["_DurationNum"], f.props["_DurationDen"]) for f in (out.get_frame(n) for n in range(12))]
+    durations = [
+        Fraction(f.props["_DurationNum"], f.props["_DurationDen"]) for f in (out.get_frame(n) for n in range(12))
+    ]
     assert durations == [Fraction(1, 48)] * 6 + [Fraction(1, 60)] * 6

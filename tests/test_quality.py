@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -62,13 +61,30 @@ def test_every_method_keeps_the_kept_frames_and_rebuilds_the_rest(quick_cases, t
 
 
 def test_quick_report(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "vsrife", "quality", "--quick", "--out", str(tmp_path), "--device", "cpu"],
-                            capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [sys.executable, "-m", "vsrife", "quality", "--quick", "--out", str(tmp_path), "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stderr
-    for heading in ("### bigbuckbunny 2x", "### bikes 2x", "### carphone 2x", "### bigbuckbunny on twos", "### overall"):
+    for heading in (
+        "### bigbuckbunny 2x",
+        "### bikes 2x",
+        "### carphone 2x",
+        "### bigbuckbunny on twos",
+        "### overall",
+    ):
         assert heading in result.stdout
-    for method in ("frame repeat", "50/50 blend", "mvtools FlowFPS", "ffmpeg minterpolate", "RIFE 4.26",
-                   "RIFE 4.26 without sc", "RIFE 4.26 dedup"):
+    for method in (
+        "frame repeat",
+        "50/50 blend",
+        "mvtools FlowFPS",
+        "ffmpeg minterpolate",
+        "RIFE 4.26",
+        "RIFE 4.26 without sc",
+        "RIFE 4.26 dedup",
+    ):
         assert f"| {method} |" in result.stdout or f"| **{method}** |" in result.stdout
     for name in ("quality.md", "quality.png", "worst.png"):
         assert (tmp_path / name).stat().st_size > 0

@@ -45,7 +45,9 @@ def test_padding_matches_upstream_padding(model, sample_path, upstream, weights_
     out = rife(clip_from_array(frames), model=model, device="cpu")
     img0, img1 = (torch.from_numpy(frames[i : i + 1]) for i in range(2))
     multiple = architecture(model).size_multiple(1.0)
-    expected = upstream_forward(upstream(model), raw_state_dict(weights_file(model)), img0, img1, 0.5, multiple=multiple)
+    expected = upstream_forward(
+        upstream(model), raw_state_dict(weights_file(model)), img0, img1, 0.5, multiple=multiple
+    )
     got = frame_array(out, 1)
     assert got.shape == (3, 120, 200)
     assert np.abs(got - expected[0].numpy()).max() <= TOLERANCE

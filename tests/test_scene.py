@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import vapoursynth as vs
 
-from helpers import clip_from_array, frame_array, read_rgb_frames
+from helpers import clip_from_array, frame_array
 from vsrife import rife, sc_detect
 from vsrife.engine import Engine
 from vsrife.errors import ParameterError
@@ -46,8 +46,9 @@ def tally(found: list[int], truth: list[int | tuple[int, ...]]) -> tuple[int, li
     return hits, [n for n in found if not any(n in frames for frames in accept)]
 
 
-def score(name: str, results: tuple[list[int], list[int]], truth: list[int | tuple[int, ...]],
-          exact: bool = True) -> tuple[float, float]:
+def score(
+    name: str, results: tuple[list[int], list[int]], truth: list[int | tuple[int, ...]], exact: bool = True
+) -> tuple[float, float]:
     """Record precision and recall of ours and of the baseline; a tuple in ``truth`` is one cut that may be
     found at any of its frames (a cut with one blended frame). With ``exact``, every cut must be found and
     nothing else."""
@@ -82,8 +83,12 @@ def test_film_with_dissolves_fades_flashes_and_whip_pans(sample_path):
     """FreeCol's opening film: the hard cuts must all be found; cuts with a blended frame and whip pans are
     hard for any frame-pair detector, so there precision and recall are measured and held to a floor."""
     found, baseline = detected_cuts(source(sample_path("freecol")))
-    precision, recall = score("freecol-opening (10 cuts, fades, whip pans)", (found, baseline),
-                              FREECOL_HARD_CUTS + FREECOL_BLENDED_CUTS, exact=False)
+    precision, recall = score(
+        "freecol-opening (10 cuts, fades, whip pans)",
+        (found, baseline),
+        FREECOL_HARD_CUTS + FREECOL_BLENDED_CUTS,
+        exact=False,
+    )
     assert set(FREECOL_HARD_CUTS) <= set(found)
     assert not [n for n in found if n < 1188], "dissolves and fades in the first 1188 frames are not cuts"
     assert precision >= 0.65 and recall >= 0.8
@@ -126,7 +131,14 @@ def fade(clip: vs.VideoNode, length: int, to_black: bool) -> vs.VideoNode:
 def test_fades_and_flashes_are_not_cuts(sample_path):
     bunny = source(sample_path("bigbuckbunny"), vs.RGBS).resize.Bicubic(320, 180)
     flash = bunny[49].std.Expr("x 0.6 + 1 min")
-    clip = bunny[20:35] + fade(bunny[35:45], 10, True) + fade(bunny[45:55], 10, False) + bunny[55:70] + flash + bunny[71:90]
+    clip = (
+        bunny[20:35]
+        + fade(bunny[35:45], 10, True)
+        + fade(bunny[45:55], 10, False)
+        + bunny[55:70]
+        + flash
+        + bunny[71:90]
+    )
     score("real frames with fade out/in and a flash", detected_cuts(clip), [])
 
 

@@ -24,8 +24,23 @@ def ffmpeg(*args: str) -> None:
 
 
 def probe(path: Path) -> dict:
-    out = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-show_streams", "-show_chapters",
-                          "-show_format", "-of", "json", str(path)], check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-count_frames",
+            "-show_streams",
+            "-show_chapters",
+            "-show_format",
+            "-of",
+            "json",
+            str(path),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return json.loads(out.stdout)
 
 
@@ -35,8 +50,12 @@ def video(info: dict) -> dict:
 
 def smooth(*args: str) -> subprocess.CompletedProcess:
     ours = list(args[: args.index("--")]) if "--" in args else list(args)
-    return subprocess.run([VSRIFE, "smooth", *ours, "--device", "cpu", "--preset", "ultrafast", *args[len(ours):]],
-                          capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        [VSRIFE, "smooth", *ours, "--device", "cpu", "--preset", "ultrafast", *args[len(ours) :]],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -44,14 +63,28 @@ def clips(sample_path, tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("inputs")
     bunny, phone = str(sample_path("bigbuckbunny")), str(sample_path("carphone"))
     made = {
-        "audio": folder / "bunny_2s.mp4",       # 50 frames at 25 fps, AAC audio
-        "long": folder / "bunny_long.mp4",      # all 132 frames, for the interrupted run
-        "silent": folder / "phone.mp4",         # 30000/1001 fps, no audio
-        "odd": folder / "odd.mkv",              # 175x99, 4:4:4
+        "audio": folder / "bunny_2s.mp4",  # 50 frames at 25 fps, AAC audio
+        "long": folder / "bunny_long.mp4",  # all 132 frames, for the interrupted run
+        "silent": folder / "phone.mp4",  # 30000/1001 fps, no audio
+        "odd": folder / "odd.mkv",  # 175x99, 4:4:4
         "ten_bit": folder / "bunny_10bit.mkv",  # yuv420p10le
-        "extras": folder / "extras.mkv",        # with subtitles and chapters
+        "extras": folder / "extras.mkv",  # with subtitles and chapters
     }
-    ffmpeg("-i", bunny, "-t", "2", "-vf", "scale=320:180", "-c:v", "libx264", "-crf", "16", "-c:a", "copy", str(made["audio"]))
+    ffmpeg(
+        "-i",
+        bunny,
+        "-t",
+        "2",
+        "-vf",
+        "scale=320:180",
+        "-c:v",
+        "libx264",
+        "-crf",
+        "16",
+        "-c:a",
+        "copy",
+        str(made["audio"]),
+    )
     ffmpeg("-i", bunny, "-vf", "scale=320:180", "-c:v", "libx264", "-crf", "16", "-c:a", "copy", str(made["long"]))
     ffmpeg("-i", phone, "-t", "1", "-c:v", "copy", str(made["silent"]))
     ffmpeg("-i", phone, "-t", "1", "-vf", "scale=175:99", "-pix_fmt", "yuv444p", "-c:v", "ffv1", str(made["odd"]))
@@ -59,10 +92,29 @@ def clips(sample_path, tmp_path_factory) -> dict[str, Path]:
     srt = folder / "subs.srt"
     srt.write_text("1\n00:00:00,200 --> 00:00:01,500\nHello, bunny.\n")
     meta = folder / "chapters.txt"
-    meta.write_text(";FFMETADATA1\n[CHAPTER]\nTIMEBASE=1/1000\nSTART=0\nEND=1000\ntitle=One\n"
-                    "[CHAPTER]\nTIMEBASE=1/1000\nSTART=1000\nEND=2000\ntitle=Two\n")
-    ffmpeg("-i", str(made["audio"]), "-i", str(srt), "-i", str(meta), "-map", "0", "-map", "1", "-map_chapters", "2",
-           "-c", "copy", "-c:s", "srt", str(made["extras"]))
+    meta.write_text(
+        ";FFMETADATA1\n[CHAPTER]\nTIMEBASE=1/1000\nSTART=0\nEND=1000\ntitle=One\n"
+        "[CHAPTER]\nTIMEBASE=1/1000\nSTART=1000\nEND=2000\ntitle=Two\n"
+    )
+    ffmpeg(
+        "-i",
+        str(made["audio"]),
+        "-i",
+        str(srt),
+        "-i",
+        str(meta),
+        "-map",
+        "0",
+        "-map",
+        "1",
+        "-map_chapters",
+        "2",
+        "-c",
+        "copy",
+        "-c:s",
+        "srt",
+        str(made["extras"]),
+    )
     return made
 
 
@@ -103,8 +155,18 @@ def test_odd_size(clips, tmp_path):
 
 def test_ten_bit_stays_ten_bit_with_x265_and_extra_args(clips, tmp_path):
     out = tmp_path / "ten.mkv"
-    result = smooth(str(clips["ten_bit"]), str(out), "--codec", "libx265", "--fps", "50", "-q", "--",
-                    "-x265-params", "log-level=error")
+    result = smooth(
+        str(clips["ten_bit"]),
+        str(out),
+        "--codec",
+        "libx265",
+        "--fps",
+        "50",
+        "-q",
+        "--",
+        "-x265-params",
+        "log-level=error",
+    )
     assert result.returncode == 0, result.stderr
     v = video(probe(out))
     assert (v["codec_name"], v["pix_fmt"], int(v["nb_read_frames"])) == ("hevc", "yuv420p10le", 100)
@@ -123,8 +185,9 @@ def test_subtitles_and_chapters_are_kept(clips, tmp_path):
 
 def test_interrupted_run_leaves_nothing_and_stops_quickly(clips, tmp_path):
     out = tmp_path / "never.mkv"
-    process = subprocess.Popen([VSRIFE, "smooth", str(clips["long"]), str(out), "--device", "cpu"],
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [VSRIFE, "smooth", str(clips["long"]), str(out), "--device", "cpu"], stderr=subprocess.PIPE, text=True
+    )
     deadline = time.monotonic() + 120
     while not list(tmp_path.glob(".never.*")) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -141,8 +204,9 @@ def test_interrupted_run_leaves_nothing_and_stops_quickly(clips, tmp_path):
 
 def test_killed_run_leaves_nothing(clips, tmp_path):
     out = tmp_path / "never.mp4"
-    process = subprocess.Popen([VSRIFE, "smooth", str(clips["long"]), str(out), "--device", "cpu", "-q"],
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [VSRIFE, "smooth", str(clips["long"]), str(out), "--device", "cpu", "-q"], stderr=subprocess.PIPE, text=True
+    )
     deadline = time.monotonic() + 120
     while not list(tmp_path.glob(".never.*")) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -154,24 +218,37 @@ def test_killed_run_leaves_nothing(clips, tmp_path):
 
 def test_dry_run_prints_a_pipeline_that_runs(clips, tmp_path):
     out = tmp_path / "dry.mkv"
-    result = subprocess.run([VSRIFE, "smooth", "--dry-run", str(clips["audio"]), str(out), "--fps", "50",
-                             "--device", "cpu"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [VSRIFE, "smooth", "--dry-run", str(clips["audio"]), str(out), "--fps", "50", "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert "vspipe -c y4m" in result.stdout and not out.exists()
     env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}")
-    run = subprocess.run(["bash", "-o", "pipefail", "-c", result.stdout], capture_output=True, text=True,
-                         timeout=900, env=env, cwd=tmp_path)
+    run = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", result.stdout],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+        cwd=tmp_path,
+    )
     assert run.returncode == 0, run.stderr
     info = probe(out)
     assert int(video(info)["nb_read_frames"]) == 100
     assert [s["codec_name"] for s in info["streams"] if s["codec_type"] == "audio"] == ["aac"]
 
 
-@pytest.mark.parametrize(("make", "message"), [
-    (lambda d: d / "missing.mp4", "no such file"),
-    (lambda d: (d / "text.mp4").write_text("not a video") and d / "text.mp4", "cannot be read as a video"),
-    (lambda d: _audio_only(d), "has no video stream"),
-])
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: d / "missing.mp4", "no such file"),
+        (lambda d: (d / "text.mp4").write_text("not a video") and d / "text.mp4", "cannot be read as a video"),
+        (lambda d: _audio_only(d), "has no video stream"),
+    ],
+)
 def test_bad_input_is_one_clear_line(tmp_path, make, message):
     source = make(tmp_path)
     result = smooth(str(source), str(tmp_path / "out.mkv"))

@@ -14,8 +14,18 @@ from vsrife import rife
 from vsrife.timing import ConstantRate, rate_ratio
 
 RATIOS = [
-    Fraction(2), Fraction(3), Fraction(4), Fraction(5, 2), Fraction(7, 3), Fraction(1001, 400),
-    Fraction(1200, 1001), Fraction(24, 25), Fraction(25, 24), Fraction(5, 6), Fraction(1, 2), Fraction(1),
+    Fraction(2),
+    Fraction(3),
+    Fraction(4),
+    Fraction(5, 2),
+    Fraction(7, 3),
+    Fraction(1001, 400),
+    Fraction(1200, 1001),
+    Fraction(24, 25),
+    Fraction(25, 24),
+    Fraction(5, 6),
+    Fraction(1, 2),
+    Fraction(1),
 ]
 
 
@@ -41,7 +51,13 @@ def test_ntsc_film_to_ntsc_60():
     ratio = rate_ratio(Fraction(24000, 1001), 2, 1, 60000, 1001)
     assert ratio == Fraction(5, 2)
     timing = ConstantRate(1000, ratio)
-    assert [timing.position(n).t for n in range(5)] == [0, Fraction(2, 5), Fraction(4, 5), Fraction(1, 5), Fraction(3, 5)]
+    assert [timing.position(n).t for n in range(5)] == [
+        0,
+        Fraction(2, 5),
+        Fraction(4, 5),
+        Fraction(1, 5),
+        Fraction(3, 5),
+    ]
 
 
 def test_exact_at_frame_one_million():
@@ -55,8 +71,13 @@ def test_exact_at_frame_one_million():
 
 @pytest.mark.parametrize(
     ("factor", "fps", "expected"),
-    [((2, 1), None, Fraction(2)), ((5, 2), None, Fraction(5, 2)), ((1, 1), (50, 1), Fraction(2)),
-     ((2, 1), (24, 1), Fraction(24, 25)), ((2, 1), (60000, 1001), Fraction(60000, 25025))],
+    [
+        ((2, 1), None, Fraction(2)),
+        ((5, 2), None, Fraction(5, 2)),
+        ((1, 1), (50, 1), Fraction(2)),
+        ((2, 1), (24, 1), Fraction(24, 25)),
+        ((2, 1), (60000, 1001), Fraction(60000, 25025)),
+    ],
 )
 def test_rate_ratio(factor, fps, expected):
     fps_num, fps_den = fps if fps else (None, None)

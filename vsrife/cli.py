@@ -62,8 +62,15 @@ def _bench(args: argparse.Namespace) -> int:
 
     width, _, height = args.size.lower().partition("x")
     config = benchmark.BenchConfig(
-        model=args.model, width=int(width), height=int(height), factor=Fraction(args.factor), device=args.device,
-        fp16=args.fp16, frames=args.frames, repeats=args.repeats, upstream=not args.no_upstream,
+        model=args.model,
+        width=int(width),
+        height=int(height),
+        factor=Fraction(args.factor),
+        device=args.device,
+        fp16=args.fp16,
+        frames=args.frames,
+        repeats=args.repeats,
+        upstream=not args.no_upstream,
     )
     print(benchmark.format_result(benchmark.run(config)))
     return 0
@@ -76,10 +83,20 @@ def _smooth(args: argparse.Namespace) -> int:
         print("vsrife smooth: give --fps or --factor, not both", file=sys.stderr)
         return 2
     options = smooth.Options(
-        input=Path(args.input), output=Path(args.output),
-        fps=None if args.factor else Fraction(args.fps or "60"), factor=Fraction(args.factor) if args.factor else None,
-        model=args.model, scale=args.scale, device=args.device, sc=not args.no_sc, dedup=args.dedup,
-        codec=args.codec, crf=args.crf, preset=args.preset, extra=tuple(args.ffmpeg_args), quiet=args.quiet,
+        input=Path(args.input),
+        output=Path(args.output),
+        fps=None if args.factor else Fraction(args.fps or "60"),
+        factor=Fraction(args.factor) if args.factor else None,
+        model=args.model,
+        scale=args.scale,
+        device=args.device,
+        sc=not args.no_sc,
+        dedup=args.dedup,
+        codec=args.codec,
+        crf=args.crf,
+        preset=args.preset,
+        extra=tuple(args.ffmpeg_args),
+        quiet=args.quiet,
     )
     if args.dry_run:
         print(smooth.dry_run(options, smooth.probe(options.input)), end="")
@@ -103,9 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     weights_parser = commands.add_parser("weights", help="list or fetch model weights")
     weights_commands = weights_parser.add_subparsers(dest="action", required=True)
-    weights_commands.add_parser("list", help="known models, whether present, and where").set_defaults(
-        run=_weights_list
-    )
+    weights_commands.add_parser("list", help="known models, whether present, and where").set_defaults(run=_weights_list)
     fetch = weights_commands.add_parser("fetch", help="download weights (sha256-checked) into the cache")
     fetch.add_argument("models", nargs="*", metavar="MODEL", help="models to fetch (default: all known)")
     fetch.add_argument("-q", "--quiet", action="store_true", help="no progress output")
@@ -118,10 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
     samples_fetch.add_argument("names", nargs="*", metavar="NAME", help="clips to fetch (default: all)")
     samples_fetch.set_defaults(run=_samples_fetch)
 
-    smooth = commands.add_parser("smooth", help="any video to a new frame rate, audio and subtitles kept",
-                                 description="Render INPUT at a new frame rate to OUTPUT (written only on success). "
-                                 "Arguments after -- go to ffmpeg as they are.",
-                                 usage="vsrife smooth INPUT OUTPUT [options] [-- FFMPEG_ARGS ...]")
+    smooth = commands.add_parser(
+        "smooth",
+        help="any video to a new frame rate, audio and subtitles kept",
+        description="Render INPUT at a new frame rate to OUTPUT (written only on success). "
+        "Arguments after -- go to ffmpeg as they are.",
+        usage="vsrife smooth INPUT OUTPUT [options] [-- FFMPEG_ARGS ...]",
+    )
     smooth.add_argument("input")
     smooth.add_argument("output")
     smooth.add_argument("--fps", help="target rate, N or N/D (default 60)")

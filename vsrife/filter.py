@@ -96,7 +96,9 @@ def rife(
     variable = clip.fps == 0 and fps_num is not None
     # for a variable-rate clip with a target, the "ratio" is the target rate itself (frames per second)
     ratio = rate_ratio(Fraction(1) if variable else clip.fps or Fraction(1), factor_num, factor_den, fps_num, fps_den)
-    options = _plan_options(ratio == 1 and not variable, sc, sc_threshold, static_threshold, dedup, dedup_threshold, max_hold)
+    options = _plan_options(
+        ratio == 1 and not variable, sc, sc_threshold, static_threshold, dedup, dedup_threshold, max_hold
+    )
     torch_device = resolve_device(device, device_index)
     convert = formats.converter(clip)
     engine = _build_engine(clip, convert, model, model_path, auto_download, scale, ensemble, torch_device)
@@ -168,7 +170,7 @@ def _build_engine(
         clip.width,
         clip.height,
         arch.size_multiple(scale),
-        cache_frames=vs.core.num_threads + 4,
+        cache_frames=vs.core.num_threads + 12,  # VapourSynth threads plus the planning window and work ahead
     )
 
 
@@ -205,14 +207,17 @@ def _interpolate(clip: vs.VideoNode, convert: formats.Converter, planner: FrameP
     can start the next in-betweens on the engine's workers while VapourSynth delivers frames one by one.
     """
     options = planner.options
-    thresholds = [t for t in (options.static_threshold, options.dedup_threshold if options.dedup else None) if t is not None]
+    thresholds = [
+        t for t in (options.static_threshold, options.dedup_threshold if options.dedup else None) if t is not None
+    ]
     info = scene.annotate(clip, exact=0 in thresholds, local=any(t > 0 for t in thresholds))
     first, last = planner.window()
     last += engine.lanes.workers
     window = _window(info, planner, first, last)
     stretch = planner.timing.ratio if clip.fps == 0 and isinstance(planner.timing, ConstantRate) else None
-    make = partial(_output_frame, planner=planner, engine=engine, first=first, synthesize=convert.is_identity,
-                   stretch=stretch)
+    make = partial(
+        _output_frame, planner=planner, engine=engine, first=first, synthesize=convert.is_identity, stretch=stretch
+    )
     out = window[0].std.ModifyFrame(window, make)
     if not convert.is_identity:  # synthesize on working (RGB) copies, convert back, keep the planned props
         planned = out
@@ -221,8 +226,9 @@ def _interpolate(clip: vs.VideoNode, convert: formats.Converter, planner: FrameP
             [planned, *working], partial(_synthesize_planned, planner=planner, engine=engine, first=first)
         )
         converted = convert.from_working(made).std.CopyFrameProps(planned)
-        out = planned.std.FrameEval(partial(_choose, planned=planned, converted=converted), prop_src=planned,
-                                    clip_src=[planned, converted])
+        out = planned.std.FrameEval(
+            partial(_choose, planned=planned, converted=converted), prop_src=planned, clip_src=[planned, converted]
+        )
         out = out.std.RemoveFrameProps(AHEAD_PROP)
     if isinstance(planner.timing, VariableRate) or clip.fps != 0:
         rate = planner.timing.rate if isinstance(planner.timing, VariableRate) else clip.fps * planner.timing.ratio
@@ -235,7 +241,10 @@ def _window(clip: vs.VideoNode, planner: FramePlanner, first: int, last: int) ->
     timing = planner.timing
     if isinstance(timing, ConstantRate):
         cycle, offsets = timing.left_indices_per_cycle()
-        return [scene.shifted(clip, k).std.SelectEvery(cycle, offsets, modify_duration=False) for k in range(first, last + 1)]
+        return [
+            scene.shifted(clip, k).std.SelectEvery(cycle, offsets, modify_duration=False)
+            for k in range(first, last + 1)
+        ]
     return [_remap(scene.shifted(clip, k), timing.lefts()) for k in range(first, last + 1)]
 
 
@@ -259,8 +268,11 @@ class _Window:
         self.base = base
         self._facts: dict[int, scene.SourceFacts] = {}
 
+    def holds(self, j: int) -> bool:
+        return 0 <= j - self.base < len(self.frames)
+
     def __getitem__(self, j: int) -> vs.VideoFrame:
-        if not 0 <= j - self.base < len(self.frames):
+        if not self.holds(j):
             raise LookupError(j)
         return self.frames[j - self.base]
 
@@ -276,18 +288,24 @@ def _blends_ahead(n: int, planner: FramePlanner, window: _Window, count: int) ->
     for m in range(n + 1, min(n + 4 * count + 4, planner.timing.output_frames)):
         try:
             action = planner.plan(m, window.facts)
-            if isinstance(action, Blend):
-                window[action.left], window[action.right]  # noqa: B018 (both frames at hand)
-                found.append(action)
-        except LookupError:
+        except LookupError:  # planning it needs frames past this window
             break
+        if isinstance(action, Blend) and window.holds(action.left) and window.holds(action.right):
+            found.append(action)
         if len(found) == count:
             break
     return found
 
 
-def _output_frame(n: int, f: list[vs.VideoFrame], planner: FramePlanner, engine: Engine, first: int,
-                  synthesize: bool, stretch: Fraction | None) -> vs.VideoFrame:
+def _output_frame(
+    n: int,
+    f: list[vs.VideoFrame],
+    planner: FramePlanner,
+    engine: Engine,
+    first: int,
+    synthesize: bool,
+    stretch: Fraction | None,
+) -> vs.VideoFrame:
     """The output frame (``synthesize``) or, for a frame to blend, a stand-in carrying the plan's props.
     ``stretch``: a variable-rate clip resampled by this factor; each frame lasts its left source frame's
     duration divided by it."""
@@ -319,7 +337,9 @@ def _output_frame(n: int, f: list[vs.VideoFrame], planner: FramePlanner, engine:
     return out
 
 
-def _synthesize_planned(n: int, f: list[vs.VideoFrame], planner: FramePlanner, engine: Engine, first: int) -> vs.VideoFrame:
+def _synthesize_planned(
+    n: int, f: list[vs.VideoFrame], planner: FramePlanner, engine: Engine, first: int
+) -> vs.VideoFrame:
     """Synthesize a planned blend on the working copies; ``f[0]`` is the planned stand-in."""
     props = f[0].props
     if PAIR_PROP not in props:  # not a blend: _choose never asks for this frame

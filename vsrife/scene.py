@@ -76,8 +76,9 @@ def dissimilarity(a: np.ndarray, b: np.ndarray) -> float:
     return float(min(2.0, max(1.0 - correlation, brightness)))
 
 
-def cut_between(before: np.ndarray | None, a: np.ndarray, b: np.ndarray, after: np.ndarray | None,
-                threshold: float) -> bool:
+def cut_between(
+    before: np.ndarray | None, a: np.ndarray, b: np.ndarray, after: np.ndarray | None, threshold: float
+) -> bool:
     """Whether the boundary a → b is a cut, given the frames around it (None past the clip's ends)."""
     score = dissimilarity(a, b)
     if score < threshold:
@@ -108,8 +109,12 @@ def sc_detect(clip: vs.VideoNode, threshold: float = DEFAULT_THRESHOLD) -> vs.Vi
     def mark(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
         pictures = {n + k: np.asarray(frame[0]) for k, frame in zip(CONTEXT, f[1:]) if 0 <= n + k <= last}
         out = f[0].copy()
-        out.props[PREV] = int(n > 0 and cut_between(pictures.get(n - 2), pictures[n - 1], pictures[n], pictures.get(n + 1), threshold))
-        out.props[NEXT] = int(n < last and cut_between(pictures.get(n - 1), pictures[n], pictures[n + 1], pictures.get(n + 2), threshold))
+        out.props[PREV] = int(
+            n > 0 and cut_between(pictures.get(n - 2), pictures[n - 1], pictures[n], pictures.get(n + 1), threshold)
+        )
+        out.props[NEXT] = int(
+            n < last and cut_between(pictures.get(n - 1), pictures[n], pictures[n + 1], pictures.get(n + 2), threshold)
+        )
         return out
 
     return clip.std.ModifyFrame([clip, *context], mark)

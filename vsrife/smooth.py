@@ -80,7 +80,9 @@ def probe(path: Path) -> Media:
     try:
         result = subprocess.run(
             ["ffprobe", "-v", "error", "-show_streams", "-of", "json", str(path)],
-            capture_output=True, text=True, timeout=60,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
     except FileNotFoundError:
         raise SmoothError("ffprobe not found: install ffmpeg (Debian: apt-get install ffmpeg)") from None
@@ -117,17 +119,19 @@ def for_y4m(clip: vs.VideoNode) -> vs.VideoNode:
 def script(options: Options) -> str:
     """The .vpy equivalent of the in-process graph."""
     rate = _rate_args(options)
-    return "\n".join([
-        "import vapoursynth as vs",
-        "from vsrife import rife",
-        "from vsrife.smooth import for_y4m, source_clip",
-        "",
-        f"clip = source_clip({str(options.input)!r})",
-        f"clip = rife(clip, model={options.model!r}, scale={options.scale!r}, sc={options.sc!r}, "
-        f"dedup={options.dedup!r}, device={options.device!r}, {rate})",
-        "for_y4m(clip).set_output()",
-        "",
-    ])
+    return "\n".join(
+        [
+            "import vapoursynth as vs",
+            "from vsrife import rife",
+            "from vsrife.smooth import for_y4m, source_clip",
+            "",
+            f"clip = source_clip({str(options.input)!r})",
+            f"clip = rife(clip, model={options.model!r}, scale={options.scale!r}, sc={options.sc!r}, "
+            f"dedup={options.dedup!r}, device={options.device!r}, {rate})",
+            "for_y4m(clip).set_output()",
+            "",
+        ]
+    )
 
 
 def _rate_args(options: Options) -> str:
@@ -141,20 +145,50 @@ def build(options: Options) -> vs.VideoNode:
     from .filter import rife
 
     clip = source_clip(str(options.input))
-    kwargs = {"fps_num": options.fps.numerator, "fps_den": options.fps.denominator} if options.factor is None else {
-        "factor_num": options.factor.numerator, "factor_den": options.factor.denominator}
-    clip = rife(clip, model=options.model, scale=options.scale, sc=options.sc, dedup=options.dedup,
-                device=options.device, **kwargs)
+    kwargs = (
+        {"fps_num": options.fps.numerator, "fps_den": options.fps.denominator}
+        if options.factor is None
+        else {"factor_num": options.factor.numerator, "factor_den": options.factor.denominator}
+    )
+    clip = rife(
+        clip,
+        model=options.model,
+        scale=options.scale,
+        sc=options.sc,
+        dedup=options.dedup,
+        device=options.device,
+        **kwargs,
+    )
     return for_y4m(clip)
 
 
 def ffmpeg_command(options: Options, media: Media, output: Path, video_input: str = "-") -> list[str]:
     """ffmpeg reading y4m from ``video_input`` and everything else from the input file."""
     container = options.output.suffix.lower()
-    command = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
-               "-f", "yuv4mpegpipe", "-i", video_input, "-i", str(options.input),
-               "-map", "0:v:0", "-map", "1:a?", "-map_chapters", "1", "-map_metadata", "1",
-               "-c:v", options.codec]
+    command = [
+        "ffmpeg",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-nostdin",
+        "-y",
+        "-f",
+        "yuv4mpegpipe",
+        "-i",
+        video_input,
+        "-i",
+        str(options.input),
+        "-map",
+        "0:v:0",
+        "-map",
+        "1:a?",
+        "-map_chapters",
+        "1",
+        "-map_metadata",
+        "1",
+        "-c:v",
+        options.codec,
+    ]
     if options.codec in CRF_CODECS:
         command += ["-crf", str(options.crf)] + (["-b:v", "0"] if options.codec == "libvpx-vp9" else [])
     if options.codec in PRESET_CODECS:
@@ -224,8 +258,9 @@ def run(options: Options) -> int:
     media = probe(options.input)
     clip = build(options)
     options.output.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{options.output.stem}.", suffix=f".vsrife{options.output.suffix}",
-                                dir=options.output.parent)
+    fd, name = tempfile.mkstemp(
+        prefix=f".{options.output.stem}.", suffix=f".vsrife{options.output.suffix}", dir=options.output.parent
+    )
     os.close(fd)
     partial = Path(name)
     previous = signal.signal(signal.SIGTERM, _interrupt)  # a kill cleans up like Ctrl-C

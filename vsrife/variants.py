@@ -42,12 +42,8 @@ _V4_21 = replace(
     _V4_13, block_widths=(256, 192, 96, 48), block_out_channels=13, passes_features=True, supports_ensemble=False
 )
 _V4_22_LITE = replace(_V4_21, block_widths=(192, 128, 64, 32), encoder=EncoderSpec(16, 4))
-_V4_25 = replace(
-    _V4_22_LITE, block_widths=(192, 128, 96, 64, 32), scale_schedule=(16, 8, 4, 2, 1), pad_multiple=64
-)
-_V4_25_LITE = replace(
-    _V4_25, block_widths=(192, 128, 96, 64, 24), scale_schedule=(32, 16, 8, 4, 1), pad_multiple=128
-)
+_V4_25 = replace(_V4_22_LITE, block_widths=(192, 128, 96, 64, 32), scale_schedule=(16, 8, 4, 2, 1), pad_multiple=64)
+_V4_25_LITE = replace(_V4_25, block_widths=(192, 128, 96, 64, 24), scale_schedule=(32, 16, 8, 4, 1), pad_multiple=128)
 _V4_25_HEAVY = replace(_V4_25, block_widths=(384, 256, 192, 128, 64))
 _V4_26_HEAVY = replace(_V4_25, encoder=EncoderSpec(16, 16))
 
