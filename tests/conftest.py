@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import shutil
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -54,6 +55,17 @@ def weights_file() -> Callable[[str], Path]:
 @pytest.fixture(scope="session")
 def sample_path() -> Callable[[str], Path]:
     return samples.fetch
+
+
+@pytest.fixture(scope="session")
+def small_bunny(sample_path, tmp_path_factory) -> Path:
+    """Big Buck Bunny at 320x180, all 132 frames, with its AAC audio copied (keeps CPU runs short)."""
+    out = tmp_path_factory.mktemp("clips") / "bunny_320.mp4"
+    scale = ["-vf", "scale=320:180", "-c:v", "libx264", "-crf", "16", "-c:a", "copy"]
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-i", str(sample_path("bigbuckbunny")), *scale, str(out)], check=True
+    )
+    return out
 
 
 def pytest_terminal_summary(terminalreporter) -> None:

@@ -28,33 +28,6 @@ def probe(path: Path) -> dict:
     return json.loads(result.stdout)
 
 
-@pytest.fixture(scope="module")
-def small_bunny(sample_path, tmp_path_factory) -> Path:
-    """Big Buck Bunny at 320x180, all 132 frames, with its AAC audio copied (keeps CPU runs short)."""
-    out = tmp_path_factory.mktemp("clips") / "bunny_320.mp4"
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-v",
-            "error",
-            "-nostdin",
-            "-i",
-            str(sample_path("bigbuckbunny")),
-            "-vf",
-            "scale=320:180",
-            "-c:v",
-            "libx264",
-            "-crf",
-            "16",
-            "-c:a",
-            "copy",
-            str(out),
-        ],
-        check=True,
-    )
-    return out
-
-
 def run_pipeline(
     script: str, args: dict[str, str], ffmpeg_args: list[str], output: Path
 ) -> subprocess.CompletedProcess:
