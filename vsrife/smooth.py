@@ -116,9 +116,25 @@ def for_y4m(clip: vs.VideoNode) -> vs.VideoNode:
     return clip.resize.Bicubic(format=target.id, **matrix)
 
 
+def rife_arguments(options: Options) -> dict[str, object]:
+    """The keyword arguments of :func:`vsrife.rife` these options stand for (the script and the in-process
+    graph both use them, so the two cannot drift apart)."""
+    rate = options.factor if options.factor is not None else options.fps
+    prefix = "factor" if options.factor is not None else "fps"
+    return {
+        "model": options.model,
+        "scale": options.scale,
+        "sc": options.sc,
+        "dedup": options.dedup,
+        "device": options.device,
+        f"{prefix}_num": rate.numerator,
+        f"{prefix}_den": rate.denominator,
+    }
+
+
 def script(options: Options) -> str:
     """The .vpy equivalent of the in-process graph."""
-    rate = _rate_args(options)
+    arguments = ", ".join(f"{key}={value!r}" for key, value in rife_arguments(options).items())
     return "\n".join(
         [
             "import vapoursynth as vs",
@@ -126,44 +142,22 @@ def script(options: Options) -> str:
             "from vsrife.smooth import for_y4m, source_clip",
             "",
             f"clip = source_clip({str(options.input)!r})",
-            f"clip = rife(clip, model={options.model!r}, scale={options.scale!r}, sc={options.sc!r}, "
-            f"dedup={options.dedup!r}, device={options.device!r}, {rate})",
+            f"clip = rife(clip, {arguments})",
             "for_y4m(clip).set_output()",
             "",
         ]
     )
 
 
-def _rate_args(options: Options) -> str:
-    if options.factor is not None:
-        return f"factor_num={options.factor.numerator}, factor_den={options.factor.denominator}"
-    return f"fps_num={options.fps.numerator}, fps_den={options.fps.denominator}"
-
-
 def build(options: Options) -> vs.VideoNode:
     """The graph ``script`` describes, built here (same calls)."""
     from .filter import rife
 
-    clip = source_clip(str(options.input))
-    kwargs = (
-        {"fps_num": options.fps.numerator, "fps_den": options.fps.denominator}
-        if options.factor is None
-        else {"factor_num": options.factor.numerator, "factor_den": options.factor.denominator}
-    )
-    clip = rife(
-        clip,
-        model=options.model,
-        scale=options.scale,
-        sc=options.sc,
-        dedup=options.dedup,
-        device=options.device,
-        **kwargs,
-    )
-    return for_y4m(clip)
+    return for_y4m(rife(source_clip(str(options.input)), **rife_arguments(options)))
 
 
-def ffmpeg_command(options: Options, media: Media, output: Path, video_input: str = "-") -> list[str]:
-    """ffmpeg reading y4m from ``video_input`` and everything else from the input file."""
+def ffmpeg_command(options: Options, media: Media, output: Path) -> list[str]:
+    """ffmpeg reading y4m from its stdin and everything else from the input file."""
     container = options.output.suffix.lower()
     command = [
         "ffmpeg",
@@ -175,7 +169,7 @@ def ffmpeg_command(options: Options, media: Media, output: Path, video_input: st
         "-f",
         "yuv4mpegpipe",
         "-i",
-        video_input,
+        "-",
         "-i",
         str(options.input),
         "-map",
