@@ -312,7 +312,8 @@ def _output_frame(
     left = planner.timing.position(n).left
     window = _Window(f, left + first)
     action = planner.plan(n, window.facts)
-    ahead = _blends_ahead(n, planner, window, engine.lanes.workers)
+    # the work to start early: here when synthesizing, else carried by a blend's stand-in to the synthesizer
+    ahead = _blends_ahead(n, planner, window, engine.lanes.workers) if synthesize or isinstance(action, Blend) else []
     if synthesize:
         for blend in ahead:
             engine.start(_job(blend, window))
