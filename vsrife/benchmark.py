@@ -188,6 +188,7 @@ def run(config: BenchConfig) -> dict[str, object]:
     up_s = upstream_seconds(config, device, dtype, img) if config.upstream else None
     threads = torch.get_num_threads()
     e2e_s, synthesized, lanes = end_to_end(config, clip)
+    interpolated = synthesized / e2e_s
     result: dict[str, object] = {
         "model": config.model,
         "size": f"{config.width}x{config.height}",
@@ -199,9 +200,9 @@ def run(config: BenchConfig) -> dict[str, object]:
         "network-only frames/s": 1 / net_s,
         "upstream forward frames/s": (1 / up_s) if up_s else None,
         "end-to-end output frames/s": config.frames / e2e_s,
-        "end-to-end interpolated frames/s": synthesized / e2e_s,
-        "end-to-end / network-only": (synthesized / e2e_s) * net_s,
-        "end-to-end / upstream forward": ((synthesized / e2e_s) * up_s) if up_s else None,
+        "end-to-end interpolated frames/s": interpolated,
+        "end-to-end / network-only": interpolated * net_s,
+        "end-to-end / upstream forward": (interpolated * up_s) if up_s else None,
         "peak host memory MiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "peak device memory MiB": (torch.cuda.max_memory_allocated(device) / 2**20) if device.type == "cuda" else None,
     }
