@@ -18,10 +18,10 @@ def full() -> torch.Tensor:
     return torch.rand(2, 5, HEIGHT, WIDTH, generator=torch.Generator().manual_seed(1))
 
 
-def test_points_are_phase_points_only_for_even_shrinks():
+def test_points_are_phase_points_only_for_even_shrinks_from_4():
     like = torch.zeros(1)
-    assert all(isinstance(points_for(s, HEIGHT, WIDTH, like), PhasePoints) for s in SHRINKS)
-    assert all(isinstance(points_for(s, HEIGHT, WIDTH, like), FullPoints) for s in (1, 0.5, 0.25, 3))
+    assert all(isinstance(points_for(s, HEIGHT, WIDTH, like), PhasePoints) for s in SHRINKS[1:])
+    assert all(isinstance(points_for(s, HEIGHT, WIDTH, like), FullPoints) for s in (2, 1, 0.5, 0.25, 3, 6.5))
 
 
 @pytest.mark.parametrize("s", SHRINKS)
