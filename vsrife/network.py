@@ -237,9 +237,9 @@ class Points:
 
 
 class PhasePoints(Points):
-    """For an even ``s`` (4 and up) the bilinear shrink averages two rows and two columns at fixed offsets in every
-    ``s``-cell and never reads the rest: these points are only those rows and columns, so warps and
-    upscales are computed there and nowhere else (upstream computes them for every pixel)."""
+    """For an even ``s`` (4 and up) the bilinear shrink averages two rows and two columns at fixed offsets
+    in every ``s``-cell and never reads the rest: these points are only those rows and columns, so warps
+    and upscales are computed there and nowhere else (upstream computes them for every pixel)."""
 
     def __init__(self, s: float, height: int, width: int, like: Tensor) -> None:
         super().__init__(s, height, width, like)
