@@ -165,8 +165,7 @@ class Lanes:
     def choose(cls, device: torch.device, width: int, height: int, cores: int | None = None) -> Lanes:
         """On CUDA two calls overlap (one copies while the other computes). On the CPU one call per core,
         single-threaded, as far as memory allows: measured end to end on 2 cores, 4.26 at 1280x720 runs
-        1.35x and at 640x360 1.24x faster than one call on both cores (its convolutions scale poorly
-        across threads)."""
+        1.27x faster than one call on both cores (its convolutions scale poorly across threads)."""
         cores = cores or len(os.sched_getaffinity(0))
         if device.type == "cuda":
             return cls(CUDA_WORKERS, torch.get_num_threads())
