@@ -19,9 +19,9 @@ def full() -> torch.Tensor:
 
 
 def test_points_are_phase_points_only_for_even_shrinks_from_4():
-    like = torch.zeros(1)
-    assert all(isinstance(points_for(s, HEIGHT, WIDTH, like), PhasePoints) for s in SHRINKS[1:])
-    assert all(isinstance(points_for(s, HEIGHT, WIDTH, like), FullPoints) for s in (2, 1, 0.5, 0.25, 3, 6.5))
+    full = FullPoints(1, HEIGHT, WIDTH, torch.zeros(1))
+    assert all(isinstance(points_for(s, full), PhasePoints) for s in SHRINKS[1:])
+    assert all(isinstance(points_for(s, full), FullPoints) for s in (2, 1, 0.5, 0.25, 3, 6.5))
 
 
 @pytest.mark.parametrize("s", SHRINKS)
@@ -47,5 +47,5 @@ def test_warping_at_the_points_is_sampling_the_full_warp(full, s):
     xs = torch.linspace(-1, 1, WIDTH).view(1, 1, WIDTH).expand(2, HEIGHT, WIDTH)
     grid = torch.stack((xs + flow[:, 0] / ((WIDTH - 1) / 2), ys + flow[:, 1] / ((HEIGHT - 1) / 2)), -1)
     warped = F.grid_sample(full, grid, mode="bilinear", padding_mode="border", align_corners=True)
-    points = points_for(s, HEIGHT, WIDTH, full)
+    points = points_for(s, FullPoints(1, HEIGHT, WIDTH, full))
     torch.testing.assert_close(points.warp(full, points.take(flow)), points.take(warped), rtol=0, atol=1e-5)

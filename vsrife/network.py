@@ -13,6 +13,7 @@ about 1.5x (640x384) to 1.8x (1280x768) faster.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Literal
 
@@ -209,7 +210,7 @@ class Points:
     full_resolution = False
 
     def __init__(self, s: float, height: int, width: int, like: Tensor) -> None:
-        self.s = s
+        self.s, self.height, self.width = s, height, width
         self.half_size = ((width - 1.0) / 2.0, (height - 1.0) / 2.0)
         self.rows, self.cols = self._positions(height, like.device), self._positions(width, like.device)
         ys = torch.linspace(-1.0, 1.0, height, device=like.device)[self.rows]
@@ -283,10 +284,19 @@ class FullPoints(Points):
     def upscaled(self, low: Tensor, factor: float) -> Tensor:
         return low if factor == 1 else F.interpolate(low, scale_factor=factor, mode="bilinear")
 
+    def shrinking_by(self, s: float) -> FullPoints:
+        """The same pixels (and sampling grid, built once) for a block at downscale ``s``."""
+        points = copy.copy(self)
+        points.s = s
+        return points
 
-def points_for(s: float, height: int, width: int, like: Tensor) -> Points:
-    even = s >= 4 and s == int(s) and int(s) % 2 == 0  # at 2 the points would be every pixel
-    return (PhasePoints if even else FullPoints)(s, height, width, like)
+
+def points_for(s: float, full: FullPoints) -> Points:
+    """Where a block at downscale ``s`` reads; ``full`` (every pixel, ``s`` = 1) is built once per frame
+    size and shared by every block that reads every pixel."""
+    if s >= 4 and s == int(s) and int(s) % 2 == 0:  # at 2 the phase points would be every pixel
+        return PhasePoints(s, full.height, full.width, full.base)
+    return full.shrinking_by(s)
 
 
 class Field:
@@ -351,11 +361,11 @@ class IFNet(nn.Module):
         img0 = img0.clamp(0.0, 1.0)
         img1 = img1.clamp(0.0, 1.0)
         scales = [s / self.scale for s in self.arch.scale_schedule]
-        flows = self._flows(img0, img1, timestep, feat0, feat1, scales, retried=False)
+        full = FullPoints(1, *img0.shape[2:], img0)
+        flows = self._flows(img0, img1, timestep, feat0, feat1, full, scales, retried=False)
         if flows is None:  # 4.0/4.1: motion too large for the first schedule; start over at double scale
-            flows = self._flows(img0, img1, timestep, feat0, feat1, [s * 2 for s in scales], retried=True)
+            flows = self._flows(img0, img1, timestep, feat0, feat1, full, [s * 2 for s in scales], retried=True)
         flow, mask = flows
-        full = points_for(1, *img0.shape[2:], img0)
         flow_full = flow.at(full)
         warped0, warped1 = full.warp(img0, flow_full[:, :2]), full.warp(img1, flow_full[:, 2:4])
         mask_full = torch.sigmoid(mask.at(full))
@@ -368,18 +378,18 @@ class IFNet(nn.Module):
         timestep: Tensor,
         feat0: Tensor | None,
         feat1: Tensor | None,
+        full: FullPoints,
         scales: list[float],
         retried: bool,
     ) -> tuple[Field, Field] | None:
         """The flow and mask fields the blocks refine in turn; None when 4.0/4.1 must retry."""
-        height, width = img0.shape[2:]
         # each frame is warped together with its features (if any): one sampling pass for both
         frames = tuple(
             img if feat is None else torch.cat((img, feat), 1) for img, feat in ((img0, feat0), (img1, feat1))
         )
         flow = mask = carried = None
         for i, (block, s) in enumerate(zip(self.blocks, scales)):
-            points = points_for(s, height, width, img0)
+            points = points_for(s, full)
             factor, last = s * block.upscale, i == len(scales) - 1
             pieces = self._block_input(points, frames, timestep, flow, mask, carried)
             delta, mask_delta, carried_low = block(points.reduce(torch.cat(pieces, 1)), last)
