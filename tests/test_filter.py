@@ -113,7 +113,7 @@ no_durations = variable_rate.std.RemoveFrameProps(["_DurationNum", "_DurationDen
         (
             {"clip": no_durations, "fps_num": 60},
             ParameterError,
-            r"fps_num: the clip has no frame rate \(fps 0\) and frame 0 has no _DurationNum",
+            r"clip: source frame 0 has _DurationNum=None, _DurationDen=None; a clip of fps 0 needs positive",
         ),
         ({"scale": 3}, ParameterError, "scale: must be one of 0.25, 0.5, 1.0, 2.0, 4.0"),
         ({"model": "5.0"}, ParameterError, "model: unknown model '5.0'; known models: 4.0, 4.1"),

@@ -10,6 +10,7 @@ from helpers import clip_from_array, frame_array
 from vsrife import rife, sc_detect
 from vsrife.engine import Engine
 from vsrife.errors import ParameterError
+from vsrife.sources import open_video
 
 DETECTOR_REPORT: dict[str, tuple[int, int, int]] = {}  # clip -> (true positives, false positives, misses)
 BASELINE_REPORT: dict[str, tuple[int, int, int]] = {}  # the same for a fixed mean-difference threshold
@@ -17,7 +18,7 @@ BASELINE_THRESHOLD = 0.1  # misc.SCDetect's default: mean absolute luma differen
 
 
 def source(path, fmt: int | None = None) -> vs.VideoNode:
-    clip = vs.core.bs.VideoSource(str(path), cachemode=0)
+    clip = open_video(path)
     return clip.resize.Bicubic(format=fmt, matrix_in=1 if clip.height > 576 else 6) if fmt else clip
 
 

@@ -85,7 +85,8 @@ def clips(sample_path, small_bunny, tmp_path_factory) -> dict[str, Path]:
         "copy",
         str(made["audio"]),
     )
-    ffmpeg("-i", phone, "-t", "1", "-c:v", "copy", str(made["silent"]))
+    # 32 whole frames (a stream copy cut at 1 s would drop a B-frame and leave a gap in the timestamps)
+    ffmpeg("-i", phone, "-frames:v", "32", "-c:v", "libx264", "-crf", "16", str(made["silent"]))
     ffmpeg("-i", phone, "-t", "1", "-vf", "scale=175:99", "-pix_fmt", "yuv444p", "-c:v", "ffv1", str(made["odd"]))
     ffmpeg("-i", str(made["audio"]), "-pix_fmt", "yuv420p10le", "-c:v", "libx264", "-c:a", "copy", str(made["ten_bit"]))
     srt = folder / "subs.srt"

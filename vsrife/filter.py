@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import math
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from fractions import Fraction
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 
 import torch
@@ -13,13 +18,27 @@ from . import formats, scene, weights
 from .engine import Engine, Job, resolve_device
 from .errors import ParameterError, ParameterTypeError
 from .network import IFNet
-from .timing import Blend, ConstantRate, FramePlanner, PlanOptions, VariableRate, rate_ratio
+from .timing import (
+    MAX_OUTPUT_FRAMES,
+    Blend,
+    ConstantRate,
+    FramePlanner,
+    FrameTimes,
+    PlanOptions,
+    Timing,
+    VariableRate,
+    limit_problem,
+    rate_ratio,
+    read_timecodes,
+    times_for_frames,
+)
 from .variants import DEFAULT_MODEL, architecture, check_capabilities, resolve_model
 
 DEFAULT_DEDUP_THRESHOLD = 0.02
 TIMESTEP_PROP = "RifeTimestep"
 PAIR_PROP = "RifePair"
 AHEAD_PROP = "RifeAhead"  # internal: in-betweens to start early, carried from the planner to the synthesizer
+MAX_RATE_TERM = 2**63 - 1  # VapourSynth keeps a rate's numerator and denominator in int64
 
 
 def rife(
@@ -41,6 +60,7 @@ def rife(
     max_hold: int = 3,
     device: str | None = None,
     device_index: int | None = None,
+    timecodes: str | os.PathLike[str] | Sequence[float | Fraction] | FrameTimes | None = None,
 ) -> vs.VideoNode:
     """Interpolate frames with RIFE v4 to raise (or convert) a clip's frame rate.
 
@@ -55,13 +75,17 @@ def rife(
                           weights; its version is detected from its keys.
     :param auto_download: Fetch the model's weights if they are not cached. Default False: nothing is
                           downloaded unless asked (``python -m vsrife weights fetch MODEL``).
-    :param factor_num:    Output rate = source rate × factor_num / factor_den. Default 2 / 1.
+    :param factor_num:    Output rate = source rate × factor_num / factor_den. Default 2 / 1. Ratios from
+                          1/64 (one output frame passes over at most 64 source frames) up to what keeps the
+                          output under 2³¹ − 1 frames; any whole numbers (e.g. 999999937 / 999999929): the
+                          graph is built in constant time and memory whatever the ratio.
     :param factor_den:    See ``factor_num``. Ratios below 1 (rate conversion down) are allowed too.
-    :param fps_num:       Target rate numerator; with ``fps_den`` (default 1) it overrides the factor. On a
-                          variable-rate clip (fps 0) output frames are placed by the source frames'
-                          accumulated ``_DurationNum/_DurationDen`` (read from every frame when the graph is
-                          built) and the output has this constant rate. With a factor instead, a variable-rate
-                          clip gets ``factor`` times its frames, each lasting its source frame's duration / factor.
+    :param fps_num:       Target rate numerator; with ``fps_den`` (default 1) it overrides the factor. With
+                          ``timecodes``, or on a clip of fps 0 (whose ``_DurationNum/_DurationDen`` are then
+                          read from every frame when the graph is built), output frames are placed by the
+                          source frames' times and the output has this constant rate. With a factor instead,
+                          a clip of fps 0 gets ``factor`` times its frames, each lasting its source frame's
+                          duration / factor.
     :param fps_den:       Target rate denominator, e.g. ``fps_num=60000, fps_den=1001``.
     :param scale:         Resolution the flow is estimated at: 0.25, 0.5, 1.0 (default), 2.0 or 4.0.
                           Use 0.5 for 4K; higher catches finer motion at more cost.
@@ -86,6 +110,14 @@ def rife(
                           stays still. Default 3.
     :param device:        ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; default CUDA when available, else the CPU.
     :param device_index:  CUDA device ordinal when ``device`` is ``"cuda"`` or unset (HolyWu compatible).
+    :param timecodes:     The source frames' true times, for a clip whose frames are not evenly spaced
+                          (a phone recording, a screen capture) although its ``fps`` says they are: a
+                          timecodes v2 file (``bs.VideoSource(..., timecodes=PATH)`` writes one; ms per
+                          line), a :class:`vsrife.FrameTimes` (``vsrife.open_source(PATH).times``: the
+                          container's timestamps), or a sequence of start times in seconds (``num_frames``
+                          of them, or one more: the end of the last frame). Output frames are placed by these times at a constant rate:
+                          ``fps_num/fps_den``, or ``factor × clip.fps``. Default None: frames evenly spaced
+                          at ``clip.fps``.
     :return:              A clip in the input's format and size at the new rate: ``ceil(frames × ratio)``
                           frames; source frames pass through bit-exact; every frame keeps the props of the
                           source frame it is nearest to, with the output rate's ``_DurationNum/_DurationDen``
@@ -93,17 +125,31 @@ def rife(
                           ``RifeTimestep`` (t in 0..1) and ``RifePair`` (their two source frame numbers).
     """
     _check_clip(clip)
-    variable = clip.fps == 0 and fps_num is not None
-    # for a variable-rate clip with a target, the "ratio" is the target rate itself (frames per second)
-    ratio = rate_ratio(Fraction(1) if variable else clip.fps or Fraction(1), factor_num, factor_den, fps_num, fps_den)
+    times = _given_times(timecodes, clip.num_frames)
+    variable = times is not None or (clip.fps == 0 and fps_num is not None)
+    if times is not None and clip.fps == 0 and fps_num is None:
+        raise ParameterError(
+            "factor_num: with timecodes on a clip of fps 0 there is no rate to multiply; give fps_num, or the "
+            "clip's nominal rate with std.AssumeFPS"
+        )
+    # on a clip of fps 0 the "ratio" to a target rate is the output rate itself (frames per second)
+    ratio = rate_ratio(clip.fps or Fraction(1), factor_num, factor_den, fps_num, fps_den)
+    output_rate = clip.fps * ratio if clip.fps else ratio
+    rate_name = "factor_num" if fps_num is None else "fps_num"
     options = _plan_options(
         ratio == 1 and not variable, sc, sc_threshold, static_threshold, dedup, dedup_threshold, max_hold
     )
+    if not variable:
+        _check_limits(ConstantRate(clip.num_frames, ratio), output_rate, rate_name)
     torch_device = resolve_device(device, device_index)
     convert = formats.converter(clip)
     engine = _build_engine(clip, convert, model, model_path, auto_download, scale, ensemble, torch_device)
-    # only now, with every parameter checked: a variable-rate clip is read once for its frame durations
-    timing = VariableRate(_durations(clip), ratio) if variable else ConstantRate(clip.num_frames, ratio)
+    # only now, with every parameter checked: a clip of fps 0 is read once for its frame durations
+    if variable:
+        timing = VariableRate(times if times is not None else FrameTimes.from_durations(_durations(clip)), output_rate)
+        _check_limits(timing, output_rate, rate_name)
+    else:
+        timing = ConstantRate(clip.num_frames, ratio)
     if sc and sc_threshold is not None:
         clip = scene.sc_detect(clip, sc_threshold)
     return _interpolate(clip, convert, FramePlanner(timing, options), engine)
@@ -123,18 +169,52 @@ def _check_clip(clip: object) -> None:
         raise ParameterError(f"clip: needs at least 2 frames to interpolate, it has {clip.num_frames}")
 
 
-def _durations(clip: vs.VideoNode) -> tuple[Fraction, ...]:
-    """Every frame's duration in seconds (a variable-rate clip: each frame is read once, here)."""
-    durations = []
-    for n, frame in enumerate(clip.frames(close=True)):
-        num, den = frame.props.get("_DurationNum", 0), frame.props.get("_DurationDen", 0)
-        if num <= 0 or den <= 0:
-            raise ParameterError(
-                f"fps_num: the clip has no frame rate (fps 0) and frame {n} has no _DurationNum/_DurationDen; "
-                "give it a rate with std.AssumeFPS, or use factor_num"
-            )
-        durations.append(Fraction(num, den))
-    return tuple(durations)
+def _given_times(timecodes: object, frames: int) -> FrameTimes | None:
+    if timecodes is None:
+        return None
+    if isinstance(timecodes, FrameTimes):
+        if timecodes.frames != frames:
+            raise ParameterError(f"timecodes: holds the times of {timecodes.frames} frames; the clip has {frames}")
+        return timecodes
+    if isinstance(timecodes, (str, os.PathLike)):
+        return read_timecodes(timecodes, frames)
+    if isinstance(timecodes, Sequence) and all(_is_time(x) for x in timecodes):
+        return times_for_frames(
+            [Fraction(repr(x)) if isinstance(x, float) else Fraction(x) for x in timecodes], frames, "the sequence"
+        )
+    raise ParameterTypeError(
+        "timecodes: must be a timecodes v2 file's path, a vsrife.FrameTimes or a sequence of start times in "
+        f"seconds, not {type(timecodes).__name__}"
+    )
+
+
+def _is_time(value: object) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float, Fraction)) and math.isfinite(value)
+
+
+def _check_limits(timing: Timing, output_rate: Fraction, name: str) -> None:
+    problem = limit_problem(timing)
+    if problem is None and max(output_rate.numerator, output_rate.denominator) > MAX_RATE_TERM:
+        problem = "the output rate's numerator or denominator does not fit VapourSynth's 64-bit rate fields"
+    if problem is not None:
+        raise ParameterError(f"{name}: {problem}")
+
+
+def _durations(clip: vs.VideoNode) -> list[Fraction]:
+    """Every frame's duration in seconds (a clip of fps 0: each frame is read once, here)."""
+    return [frame_duration(frame.props, n) for n, frame in enumerate(clip.frames(close=True))]
+
+
+def frame_duration(props: vs.FrameProps, n: int) -> Fraction:
+    """Source frame ``n``'s ``_DurationNum/_DurationDen`` in seconds; a clear error when missing or not a
+    positive whole-number fraction."""
+    num, den = props.get("_DurationNum"), props.get("_DurationDen")
+    if not all(isinstance(v, int) and v > 0 for v in (num, den)):
+        raise ParameterError(
+            f"clip: source frame {n} has _DurationNum={num!r}, _DurationDen={den!r}; a clip of fps 0 needs "
+            "positive whole numbers there on every frame (or give it a rate with std.AssumeFPS)"
+        )
+    return Fraction(num, den)
 
 
 def _build_engine(
@@ -237,27 +317,44 @@ def _interpolate(clip: vs.VideoNode, convert: formats.Converter, planner: FrameP
 
 
 def _window(clip: vs.VideoNode, planner: FramePlanner, first: int, last: int) -> list[vs.VideoNode]:
-    """Clips whose frame ``n`` is source frame ``left(n) + k`` for each offset ``k`` of the planning window."""
-    timing = planner.timing
-    if isinstance(timing, ConstantRate):
-        cycle, offsets = timing.left_indices_per_cycle()
-        return [
-            scene.shifted(clip, k).std.SelectEvery(cycle, offsets, modify_duration=False)
-            for k in range(first, last + 1)
-        ]
-    return [_remap(scene.shifted(clip, k), timing.lefts()) for k in range(first, last + 1)]
+    """Clips whose frame ``n`` is source frame ``left(n) + k`` (clamped to the clip) for each offset ``k`` of
+    the planning window. Built in constant time and memory whatever the rate ratio and the clip's length:
+    each is a FrameEval picking, per output frame, a shifted view of the clip."""
+    shifts = _Shifts(clip, planner.timing.output_frames)
+    left = lru_cache(maxsize=256)(lambda n: planner.timing.position(n).left)
+    base = clip.std.BlankClip(length=planner.timing.output_frames, keep=True)
+    return [base.std.FrameEval(partial(shifts.showing, offset=k, left=left)) for k in range(first, last + 1)]
 
 
-def _remap(clip: vs.VideoNode, lefts: list[int]) -> vs.VideoNode:
-    """Frame ``n`` of the result is frame ``lefts[n]`` of ``clip`` (``lefts`` never decreases)."""
-    counts = [0] * clip.num_frames
-    for j in lefts:
-        counts[j] += 1
-    kept = [j for j in range(clip.num_frames) if counts[j]]
-    dropped = [j for j in range(clip.num_frames) if not counts[j]]
-    out = clip.std.DeleteFrames(dropped) if dropped else clip
-    repeats = [i for i, j in enumerate(kept) for _ in range(counts[j] - 1)]
-    return out.std.DuplicateFrames(repeats) if repeats else out
+class _Shifts:
+    """Views of ``clip`` shifted by any number of frames, made when first asked for and kept for reuse:
+    frame ``n`` of ``showing(n, …)`` is source frame ``left(n) + offset``, clamped to the clip."""
+
+    KEEP = 512  # views kept; consecutive output frames need at most a couple of new ones
+
+    def __init__(self, clip: vs.VideoNode, length: int) -> None:
+        self.last = clip.num_frames - 1
+        # frame `prefix + j` of `padded` is source frame j; shifting down by d is the view padded[prefix + d:]
+        self.prefix = min(length, MAX_OUTPUT_FRAMES - clip.num_frames)
+        self.clip = clip
+        self.padded = clip[0] * self.prefix + clip if self.prefix else clip
+        self._views: OrderedDict[int, vs.VideoNode] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def showing(self, n: int, offset: int, left: Callable[[int], int]) -> vs.VideoNode:
+        source = min(max(left(n) + offset, 0), self.last)
+        shift = source - n
+        if shift < -self.prefix:  # only near VapourSynth's frame limit: a one-frame loop instead
+            return self.clip[source] * (n + 1)
+        with self._lock:
+            view = self._views.get(shift)
+            if view is None:
+                view = self._views[shift] = self.padded[self.prefix + shift :]
+                if len(self._views) > self.KEEP:
+                    self._views.popitem(last=False)
+            else:
+                self._views.move_to_end(shift)
+            return view
 
 
 class _Window:
@@ -332,8 +429,7 @@ def _output_frame(
     out.props[scene.PREV] = int(before)
     out.props[scene.NEXT] = int(after)
     if stretch is not None:
-        source = window[left].props
-        duration = Fraction(source["_DurationNum"], source["_DurationDen"]) / stretch
+        duration = frame_duration(window[left].props, left) / stretch
         out.props["_DurationNum"], out.props["_DurationDen"] = duration.numerator, duration.denominator
     return out
 

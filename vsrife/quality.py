@@ -28,6 +28,7 @@ import torch.nn.functional as F
 import vapoursynth as vs
 
 from . import samples, weights
+from .sources import open_video
 from .variants import DEFAULT_MODEL, MODELS
 
 WORK_WIDTH = 640  # clips are scaled down to at most this width so a CPU run takes minutes
@@ -241,7 +242,7 @@ def default_cases(quick: bool) -> list[Case]:
 
 
 def load(path: Path, quick: bool, start: int = 0) -> vs.VideoNode:
-    clip = vs.core.bs.VideoSource(str(path), cachemode=0)
+    clip = open_video(path)
     width = min(WORK_WIDTH, clip.width)
     height = round(clip.height * width / clip.width / 2) * 2
     clip = clip.resize.Bicubic(width, height, format=vs.YUV420P8)

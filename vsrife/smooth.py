@@ -24,8 +24,8 @@ from pathlib import Path
 
 import vapoursynth as vs
 
-from .download import cache_dir
 from .errors import VsRifeError
+from .sources import Source, open_source
 
 AUDIO_BITRATE = "192k"
 # audio codecs each container takes as they are; others are re-encoded (AAC, or Opus for WebM)
@@ -71,6 +71,7 @@ class Media:
     video_codec: str
     audio: tuple[str, ...]
     subtitles: tuple[str, ...]
+    start: Fraction = Fraction(0)  # the container's start time, seconds: the other streams' zero
 
 
 def probe(path: Path) -> Media:
@@ -79,7 +80,7 @@ def probe(path: Path) -> Media:
         raise SmoothError(f"{path}: no such file")
     try:
         result = subprocess.run(
-            ["ffprobe", "-v", "error", "-show_streams", "-of", "json", str(path)],
+            ["ffprobe", "-v", "error", "-show_streams", "-show_format", "-of", "json", str(path.absolute())],
             capture_output=True,
             text=True,
             timeout=60,
@@ -89,7 +90,8 @@ def probe(path: Path) -> Media:
     if result.returncode != 0:
         reason = (result.stderr.strip().splitlines() or ["unknown error"])[-1]
         raise SmoothError(f"{path}: cannot be read as a video ({reason})")
-    streams = json.loads(result.stdout).get("streams", [])
+    info = json.loads(result.stdout)
+    streams = info.get("streams", [])
     video = [s for s in streams if s.get("codec_type") == "video" and not s.get("disposition", {}).get("attached_pic")]
     if not video:
         raise SmoothError(f"{path}: has no video stream")
@@ -97,12 +99,8 @@ def probe(path: Path) -> Media:
         video[0].get("codec_name", "?"),
         tuple(s.get("codec_name", "?") for s in streams if s.get("codec_type") == "audio"),
         tuple(s.get("codec_name", "?") for s in streams if s.get("codec_type") == "subtitle"),
+        Fraction(info.get("format", {}).get("start_time") or 0),
     )
-
-
-def source_clip(path: str) -> vs.VideoNode:
-    """The input through BestSource, its index kept under the vsrife cache."""
-    return vs.core.bs.VideoSource(path, cachemode=1, cachepath=str(cache_dir() / "bsindex"))
 
 
 def for_y4m(clip: vs.VideoNode) -> vs.VideoNode:
@@ -139,26 +137,31 @@ def script(options: Options) -> str:
         [
             "import vapoursynth as vs",
             "from vsrife import rife",
-            "from vsrife.smooth import for_y4m, source_clip",
+            "from vsrife.smooth import for_y4m",
+            "from vsrife.sources import open_source",
             "",
-            f"clip = source_clip({str(options.input)!r})",
-            f"clip = rife(clip, {arguments})",
+            f"source = open_source({str(options.input)!r})  # true rate and frame times from the container",
+            f"clip = rife(source.clip, {arguments}, timecodes=source.times)",
             "for_y4m(clip).set_output()",
             "",
         ]
     )
 
 
-def build(options: Options) -> vs.VideoNode:
-    """The graph ``script`` describes, built here (same calls)."""
+def build(options: Options) -> tuple[vs.VideoNode, Source]:
+    """The graph ``script`` describes, built here (same calls), and the source it reads."""
     from .filter import rife
 
-    return for_y4m(rife(source_clip(str(options.input)), **rife_arguments(options)))
+    source = open_source(options.input)
+    return for_y4m(rife(source.clip, **rife_arguments(options), timecodes=source.times)), source
 
 
-def ffmpeg_command(options: Options, media: Media, output: Path) -> list[str]:
-    """ffmpeg reading y4m from its stdin and everything else from the input file."""
+def ffmpeg_command(options: Options, media: Media, output: Path, video_start: Fraction = Fraction(0)) -> list[str]:
+    """ffmpeg reading y4m from its stdin and everything else from the input file. ``video_start``: when the
+    source's first frame is shown on the input's clock; the new video starts there too, so the audio
+    stays in step."""
     container = options.output.suffix.lower()
+    offset = video_start - media.start
     command = [
         "ffmpeg",
         "-hide_banner",
@@ -166,6 +169,7 @@ def ffmpeg_command(options: Options, media: Media, output: Path) -> list[str]:
         "error",
         "-nostdin",
         "-y",
+        *(["-itsoffset", f"{float(offset):.6f}"] if offset else []),
         "-f",
         "yuv4mpegpipe",
         "-i",
@@ -218,7 +222,7 @@ def _subtitle_args(container: str, codecs: tuple[str, ...]) -> list[str]:
 def dry_run(options: Options, media: Media) -> str:
     """A shell snippet that writes the .vpy and runs the same pipeline through vspipe."""
     vpy = options.output.with_suffix(".vpy")
-    command = ffmpeg_command(options, media, options.output)
+    command = ffmpeg_command(options, media, options.output, open_source(options.input).start)
     return (
         f"cat > {shlex.quote(str(vpy))} <<'VPY'\n{script(options)}VPY\n"
         f"vspipe -c y4m {shlex.quote(str(vpy))} - | {shlex.join(command)}\n"
@@ -250,7 +254,7 @@ class Progress:
 def run(options: Options) -> int:
     """Render ``options.input`` to ``options.output``; 0 on success, 130 when interrupted."""
     media = probe(options.input)
-    clip = build(options)
+    clip, source = build(options)
     options.output.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(
         prefix=f".{options.output.stem}.", suffix=f".vsrife{options.output.suffix}", dir=options.output.parent
@@ -259,7 +263,8 @@ def run(options: Options) -> int:
     partial = Path(name)
     previous = signal.signal(signal.SIGTERM, _interrupt)  # a kill cleans up like Ctrl-C
     with tempfile.TemporaryFile() as log:
-        encoder = subprocess.Popen(ffmpeg_command(options, media, partial), stdin=subprocess.PIPE, stderr=log)
+        command = ffmpeg_command(options, media, partial, source.start)
+        encoder = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=log)
         writer = _Writer(clip, encoder, Progress(options.quiet))
         try:
             writer.start()

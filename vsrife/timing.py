@@ -6,20 +6,32 @@ Output frame ``n`` of a clip resampled by ``ratio`` (output rate / source rate) 
 
 The clip keeps its duration: ``N`` source frames become ``ceil(N * ratio)`` output frames. Output frames
 that fall after the last source frame (there is nothing to interpolate toward) repeat it.
+
+Sources whose frames are not evenly spaced are placed by their true times (:class:`FrameTimes`, whole
+ticks of a time base) at a constant output rate (:class:`VariableRate`). Either way a position costs
+constant time (a division, or a binary search), whatever the size of the ratio's terms.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import math
-from bisect import bisect_right
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import cached_property
 from itertools import accumulate
+from pathlib import Path
 from typing import Protocol
 
+import numpy as np
+
 from .errors import ParameterError
+
+MAX_OUTPUT_FRAMES = 2**31 - 1  # VapourSynth counts a clip's frames in a C int
+MAX_STEP = 64  # most source frames one output frame may pass over (each is read to plan it)
+MAX_TIMEBASE_DENOMINATOR = 2**40  # finer common ticks than this: times are rounded to nanoseconds
+TIMECODES_V2_HEADERS = ("# timecode format v2", "# timestamp format v2")
 
 
 @dataclass(frozen=True)
@@ -69,59 +81,176 @@ class ConstantRate:
         """The most source frames between two consecutive output frames' left source frames."""
         return -(-self.ratio.denominator // self.ratio.numerator)
 
-    def left_indices_per_cycle(self) -> tuple[int, list[int]]:
-        """``(cycle, offsets)`` for ``std.SelectEvery``: every ``cycle`` source frames give one output frame
-        per offset, whose left source frame is that offset into the cycle."""
-        num, den = self.ratio.numerator, self.ratio.denominator
-        if den == 1:  # SelectEvery needs a cycle of at least 2; two periods are the same pattern
-            num, den = 2 * num, 2
-        return den, [j * den // num for j in range(num)]
 
+@dataclass(frozen=True, eq=False)
+class FrameTimes:
+    """When each source frame starts, in whole ticks of ``timebase`` seconds, and when the last one ends.
 
-@dataclass(frozen=True)
-class VariableRate:
-    """A variable-rate source (frames of their own durations, in seconds) resampled to ``rate`` frames/s.
-
-    Output frame ``n`` shows the source at time ``n / rate``: within the source frame displayed then,
-    ``t`` is how far through that frame's duration the time lies. Output length: ``ceil(total × rate)``.
+    Starts never decrease; a frame that starts where the next one starts lasts 0 s and is never shown.
+    Build one with :meth:`from_seconds`, :meth:`from_durations` or :func:`read_timecodes`.
     """
 
-    durations: tuple[Fraction, ...]
+    starts: np.ndarray  # int64, one per frame
+    end: int
+    timebase: Fraction
+
+    @classmethod
+    def from_seconds(cls, starts: Sequence[Fraction], end: Fraction) -> FrameTimes:
+        """Frame start times and the end of the last frame, in seconds (exact fractions)."""
+        if len(starts) < 1:
+            raise ParameterError("timecodes: no frame times given")
+        denominator = math.lcm(*(s.denominator for s in starts), end.denominator)
+        if denominator > MAX_TIMEBASE_DENOMINATOR:  # times of no common tick: round to nanoseconds
+            denominator = 10**9
+        ticks = [round(s * denominator) for s in starts]
+        last = round(end * denominator)
+        _check_order(ticks, last, Fraction(1, denominator))
+        return cls(np.array(ticks, dtype=np.int64), last, Fraction(1, denominator))
+
+    @classmethod
+    def from_durations(cls, durations: Sequence[Fraction]) -> FrameTimes:
+        """Frames of these durations (seconds), one after another from 0."""
+        return cls.from_seconds(list(accumulate(durations[:-1], initial=Fraction(0))), sum(durations, Fraction(0)))
+
+    @property
+    def frames(self) -> int:
+        return len(self.starts)
+
+    @property
+    def duration(self) -> Fraction:
+        """Seconds from the first frame's start to the last frame's end."""
+        return (self.end - int(self.starts[0])) * self.timebase
+
+    def start(self, j: int) -> Fraction:
+        """Frame ``j``'s start in seconds, counted from the first frame's start."""
+        return (int(self.starts[j]) - int(self.starts[0])) * self.timebase
+
+    def fits_rate(self, rate: Fraction, tolerance_ticks: int = 1) -> bool:
+        """True when every frame starts where a constant ``rate`` puts it, within ``tolerance_ticks`` (the
+        rounding of timestamps to the container's time base)."""
+        step = float(1 / (rate * self.timebase))  # ticks per frame
+        ideal = np.arange(self.frames, dtype=np.float64) * step
+        actual = (self.starts - self.starts[0]).astype(np.float64)
+        return bool(np.all(np.abs(actual - ideal) <= tolerance_ticks + 1e-9 * step))
+
+
+def _check_order(ticks: Sequence[int], end: int, timebase: Fraction) -> None:
+    backwards = next((j for j in range(1, len(ticks)) if ticks[j] < ticks[j - 1]), None)
+    if backwards is not None:
+        raise ParameterError(
+            f"timecodes: frame {backwards} starts at {float(ticks[backwards] * timebase):.6f} s, before frame "
+            f"{backwards - 1} ({float(ticks[backwards - 1] * timebase):.6f} s); frame times must not decrease"
+        )
+    if end <= ticks[-1]:
+        raise ParameterError(
+            f"timecodes: the last frame ends at {float(end * timebase):.6f} s, not after its start "
+            f"({float(ticks[-1] * timebase):.6f} s)"
+        )
+
+
+def read_timecodes(path: str | os.PathLike[str], frames: int) -> FrameTimes:
+    """A timecodes v2 file (mkvmerge's format; BestSource's ``timecodes=`` writes it): a header line
+    ``# timecode format v2`` (or ``# timestamp format v2``), then one start time per frame in milliseconds.
+    ``frames`` lines give the starts, the last frame lasting as long as the one before it; ``frames + 1``
+    lines give the end of the last frame too."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ParameterError(f"timecodes: cannot read {str(path)!r} ({e.__class__.__name__}: {e})") from None
+    if not lines or lines[0].strip().lower() not in TIMECODES_V2_HEADERS:
+        raise ParameterError(f"timecodes: {str(path)!r} is not a timecodes v2 file (first line '# timecode format v2')")
+    values = [line.strip() for line in lines[1:] if line.strip() and not line.lstrip().startswith("#")]
+    times = []
+    for number, text in enumerate(values, start=1):
+        try:
+            times.append(Fraction(text) / 1000)
+        except ValueError:
+            raise ParameterError(f"timecodes: {str(path)!r} line {number + 1}: {text!r} is not a time in ms") from None
+    return times_for_frames(times, frames, f"{str(path)!r}")
+
+
+def times_for_frames(times: Sequence[Fraction], frames: int, what: str) -> FrameTimes:
+    """``frames`` start times, or ``frames + 1`` (the last one the end); with ``frames`` starts the last
+    frame lasts as long as the one before it."""
+    if len(times) not in (frames, frames + 1) or frames < 2:
+        raise ParameterError(
+            f"timecodes: {what} has {len(times)} times; the clip has {frames} frames (give {frames} start "
+            f"times, or {frames + 1} with the end of the last frame)"
+        )
+    if len(times) == frames:
+        times = [*times, times[-1] + (times[-1] - times[-2])]
+    return FrameTimes.from_seconds(list(times[:-1]), times[-1])
+
+
+@dataclass(frozen=True, eq=False)
+class VariableRate:
+    """Source frames at their own times (:class:`FrameTimes`) resampled to a constant ``rate`` frames/s.
+
+    Output frame ``n`` shows the source at ``n / rate`` seconds after the first frame's start: within the
+    source frame displayed then, ``t`` is how far through that frame's duration the time lies. Output
+    length: ``ceil(duration × rate)``.
+    """
+
+    times: FrameTimes
     rate: Fraction
 
     def __post_init__(self) -> None:
-        if len(self.durations) < 2:
-            raise ParameterError(f"clip: needs at least 2 frames to interpolate, not {len(self.durations)}")
+        if self.times.frames < 2:
+            raise ParameterError(f"clip: needs at least 2 frames to interpolate, not {self.times.frames}")
 
     @property
     def source_frames(self) -> int:
-        return len(self.durations)
+        return self.times.frames
 
     @cached_property
-    def starts(self) -> tuple[Fraction, ...]:
-        return tuple(accumulate(self.durations[:-1], initial=Fraction(0)))
+    def _ticks_per_output_frame(self) -> Fraction:
+        return 1 / (self.rate * self.times.timebase)
 
     @property
     def output_frames(self) -> int:
-        return math.ceil(sum(self.durations) * self.rate)
+        return math.ceil(self.times.duration * self.rate)
 
-    @property
+    @cached_property
     def max_step(self) -> int:
-        return math.ceil(1 / (self.rate * min(self.durations))) + 1
+        """The most source frames that start within one output frame's time (two pointers, vectorized)."""
+        starts = self.times.starts
+        reach = min(math.floor(self._ticks_per_output_frame), self.times.end - int(starts[0]))
+        within = np.searchsorted(starts, starts + reach, side="right") - np.arange(len(starts))
+        return max(1, int(within.max()))
 
     def position(self, n: int) -> Position:
-        time = Fraction(n) / self.rate
-        left = bisect_right(self.starts, time) - 1
+        time = int(self.times.starts[0]) + n * self._ticks_per_output_frame
+        left = int(np.searchsorted(self.times.starts, math.floor(time), side="right")) - 1
         last = self.source_frames - 1
         if left >= last:
             return Position(last, last, Fraction(0))
-        return Position(left, left + 1, (time - self.starts[left]) / self.durations[left])
-
-    def lefts(self) -> list[int]:
-        return [self.position(n).left for n in range(self.output_frames)]
+        start, following = int(self.times.starts[left]), int(self.times.starts[left + 1])
+        return Position(left, left + 1, (time - start) / (following - start))
 
 
 Timing = ConstantRate | VariableRate
+
+
+def limit_problem(timing: Timing) -> str | None:
+    """Why ``timing`` cannot be rendered (too many output frames, or an output rate so low that one output
+    frame passes over many source frames), or None."""
+    if timing.output_frames > MAX_OUTPUT_FRAMES:
+        return (
+            f"the output would have {_count(timing.output_frames)} frames ({timing.source_frames} source frames); "
+            f"a VapourSynth clip holds at most {MAX_OUTPUT_FRAMES}"
+        )
+    if timing.max_step > MAX_STEP:
+        return (
+            f"the output rate is too low: one output frame would pass over {_count(timing.max_step)} source "
+            f"frames (at most {MAX_STEP}); drop frames first (std.SelectEvery) or choose a higher rate"
+        )
+    return None
+
+
+def _count(number: int) -> str:
+    digits = str(number)
+    return digits if len(digits) <= 15 else f"about {digits[0]}.{digits[1:3]}e{len(digits) - 1}"
 
 
 def rate_ratio(
