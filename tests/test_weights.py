@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import http.server
+import os
+import pickle
+import re
 import threading
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -110,25 +114,73 @@ def test_damaged_cached_weights_are_caught_by_checksum(tmp_path, monkeypatch):
 
 
 class _Payload:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
+    """Unpickling it calls ``function(*args)``: what a malicious checkpoint does."""
+
+    def __init__(self, function, *args) -> None:
+        self.function, self.args = function, args
 
     def __reduce__(self):
-        return (Path.touch, (self.marker,))
+        return (self.function, self.args)
 
 
-@pytest.mark.parametrize("suffix", [".pth", ".pkl"])
-def test_checkpoint_that_would_run_code_is_refused(tmp_path, suffix):
-    marker = tmp_path / "code-ran"
-    path = tmp_path / f"evil{suffix}"
-    state = {"block0.conv0.0.0.weight": torch.zeros(1), "payload": _Payload(marker)}
-    if suffix == ".pth":
+# (refused global named in the error, payload that would create the marker file, or None for a hand-made pickle)
+PAYLOADS = {
+    "os.system": ("posix.system", lambda marker: _Payload(os.system, f"touch {marker}")),
+    "eval": ("builtins.eval", lambda marker: _Payload(eval, f"__import__('pathlib').Path({str(marker)!r}).touch()")),
+    "Path.touch": ("builtins.getattr", lambda marker: _Payload(Path.touch, marker)),
+    # torchvision is not installed here; it passed the old "module starts with torch" scan
+    "torchvision": ("torchvision.ops.nms", None),
+}
+TORCHVISION_NMS_PICKLE = b"\x80\x02ctorchvision.ops\nnms\n)R."
+
+
+def _write_torch_zip(path: Path, data_pkl: bytes) -> None:
+    """A torch.save zip archive around a given pickle (zipfile writes correct CRC-32s)."""
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", data_pkl)
+        archive.writestr("archive/byteorder", "little")
+        archive.writestr("archive/version", "3\n")
+
+
+def _write_payload_checkpoint(path: Path, kind: str, marker: Path, zip_format: bool) -> None:
+    make = PAYLOADS[kind][1]
+    if make is None:
+        (_write_torch_zip(path, TORCHVISION_NMS_PICKLE) if zip_format else path.write_bytes(TORCHVISION_NMS_PICKLE))
+        return
+    state = {"payload": make(marker)}
+    pickle.loads(pickle.dumps(state))  # the payload is live: plain unpickling runs it
+    assert marker.exists()
+    marker.unlink()
+    if zip_format:
         torch.save(state, path)
     else:
-        import pickle
-
         path.write_bytes(pickle.dumps(state, protocol=2))
-    with pytest.raises(UnsafeCheckpointError, match=r"would import and call .*pathlib.*refused, nothing was run"):
+
+
+@pytest.mark.parametrize("zip_format", [True, False], ids=["torch-zip", "legacy-pickle"])
+@pytest.mark.parametrize("kind", sorted(PAYLOADS))
+def test_checkpoint_that_would_run_code_is_refused_and_nothing_runs(tmp_path, kind, zip_format):
+    marker = tmp_path / "code-ran"
+    path = tmp_path / "evil.pth"
+    _write_payload_checkpoint(path, kind, marker, zip_format)
+    refused = re.escape(PAYLOADS[kind][0])
+    try:
+        with pytest.raises(
+            UnsafeCheckpointError, match=rf"would import {refused} when unpickled; refused, nothing was"
+        ):
+            weights.load_state_dict(path)
+    finally:
+        assert not marker.exists(), "the payload ran"
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol 4")
+def test_pickle_the_safe_unpickler_cannot_parse_is_damaged_not_unsafe(tmp_path):
+    marker = tmp_path / "code-ran"
+    path = tmp_path / "protocol4.pkl"
+    path.write_bytes(pickle.dumps({"payload": _Payload(Path.touch, marker)}, protocol=4))
+    with pytest.raises(
+        WeightsCorruptError, match=r"not a plain tensor checkpoint \(Unsupported operand \d+\); nothing"
+    ):
         weights.load_state_dict(path)
     assert not marker.exists()
 

@@ -8,10 +8,9 @@ or ``auto_download=True``), and loading never runs code from a file.
 
 from __future__ import annotations
 
-import io
 import json
-import pickletools
-import zipfile
+import pickle
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache, lru_cache
@@ -25,8 +24,6 @@ from .errors import DownloadError, UnsafeCheckpointError, WeightsCorruptError, W
 from .variants import MODELS, TRAINING_ONLY_PREFIXES
 
 CHECKPOINT_SUFFIXES = (".pkl", ".pth", ".pt", ".ckpt", ".safetensors")
-# What a plain tensor checkpoint may import while unpickling; anything else would be code.
-SAFE_GLOBAL_MODULES = ("torch", "collections")
 
 
 @dataclass(frozen=True)
@@ -125,40 +122,41 @@ def locate(model: str, auto_download: bool = False) -> Path:
     )
 
 
-def _pickle_streams(path: Path) -> list[bytes]:
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive:
-            return [archive.read(name) for name in archive.namelist() if name.endswith(".pkl")]
-    return [path.read_bytes()]
+def _refused_global(message: str) -> str | None:
+    """The global that torch's weights-only unpickler refused to import, if that is why it stopped."""
+    match = re.search(r"GLOBAL (\S+)", message)
+    if not match:
+        return None
+    name = match.group(1)
+    return name if "." in name else f"builtins.{name}"  # torch drops the builtins. prefix
 
 
-def _imported_globals(stream: bytes) -> set[str]:
-    """Names a pickle would import, read from its opcodes without running it."""
-    found: set[str] = set()
-    pushed: list[str | None] = []  # what each recent opcode pushed, if a string literal
-    for opcode, arg, _ in pickletools.genops(io.BytesIO(stream)):
-        if opcode.name in ("GLOBAL", "INST"):
-            found.add(str(arg).replace(" ", "."))
-        elif opcode.name == "STACK_GLOBAL":
-            module, name = pushed[-2:] if len(pushed) >= 2 else (None, None)
-            found.add(f"{module}.{name}" if module and name else "<a global named from the memo>")
-        if opcode.name != "MEMOIZE":
-            pushed.append(arg if "UNICODE" in opcode.name or "STRING" in opcode.name else None)
-    return found
+def _unpickler_reason(message: str) -> str:
+    """The unpickler's own one-line reason inside torch's long "Weights only load failed" message."""
+    for line in message.splitlines():
+        reason = line.rpartition("WeightsUnpickler error:")[2].strip()
+        if reason and "weights_only" not in reason and not reason.startswith("Check the documentation"):
+            return reason[:200]
+    return "refused by the weights-only unpickler"
 
 
-def refuse_code(path: Path) -> None:
-    """Raise :class:`UnsafeCheckpointError` if unpickling ``path`` would import anything but tensor types."""
+def _read_pickle(path: Path) -> object:
+    """``torch.load(weights_only=True)``: torch's own exact allowlist of tensor types, nothing else is imported
+    or called (the three real RIFE checkpoints need nothing beyond it).
+    """
     try:
-        imported = set().union(*(_imported_globals(s) for s in _pickle_streams(path)))
-    except (ValueError, EOFError, zipfile.BadZipFile, OSError, UnicodeDecodeError):
-        return  # not a readable pickle at all: torch.load reports it as damaged
-    unsafe = sorted(name for name in imported if not name.startswith(SAFE_GLOBAL_MODULES))
-    if unsafe:
-        raise UnsafeCheckpointError(
-            f"model_path: {path} would import and call {', '.join(unsafe)} when unpickled; refused, nothing "
-            "was run. Only plain tensor checkpoints are accepted"
-        )
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        message = str(e)
+        if refused := _refused_global(message):
+            raise UnsafeCheckpointError(
+                f"model_path: {path} would import {refused} when unpickled; refused, nothing was run. Only plain "
+                "tensor checkpoints are accepted"
+            ) from None
+        raise WeightsCorruptError(
+            f"{path} is not a plain tensor checkpoint ({_unpickler_reason(message)}); nothing was run. It is "
+            "damaged, or was not written by torch.save"
+        ) from None
 
 
 def _read_tensors(path: Path) -> Mapping[str, object]:
@@ -166,8 +164,7 @@ def _read_tensors(path: Path) -> Mapping[str, object]:
         from safetensors.torch import load_file
 
         return load_file(str(path))
-    refuse_code(path)
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return _read_pickle(path)
 
 
 def canonicalize(raw: Mapping[str, object], source: str) -> dict[str, torch.Tensor]:
