@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import http.server
+import io
 import os
 import pickle
 import re
+import resource
 import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -183,6 +186,41 @@ def test_pickle_the_safe_unpickler_cannot_parse_is_damaged_not_unsafe(tmp_path):
     ):
         weights.load_state_dict(path)
     assert not marker.exists()
+
+
+def test_truncated_legacy_checkpoint_with_an_empty_error_message(tmp_path):
+    """torch raises EOFError('') here: the message still says what happened, in one line."""
+    buffer = io.BytesIO()
+    torch.save(weights.load_state_dict(weights.fetch("4.6")), buffer, _use_new_zipfile_serialization=False)
+    path = tmp_path / "legacy.pkl"
+    path.write_bytes(buffer.getvalue()[:5000])
+    with pytest.raises(WeightsCorruptError, match=r"\(EOFError\); it is truncated or damaged") as caught:
+        weights.load_state_dict(path)
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("suffix", [".pkl", ".safetensors"])
+def test_empty_checkpoint_is_a_clear_error(tmp_path, suffix):
+    path = tmp_path / f"flownet{suffix}"
+    path.touch()
+    with pytest.raises(WeightsCorruptError, match=r"is empty \(0 bytes\)"):
+        weights.load_state_dict(path)
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@pytest.mark.parametrize("suffix", [".pkl", ".safetensors"])
+def test_huge_file_is_refused_by_its_size_without_being_read(tmp_path, suffix):
+    path = tmp_path / f"huge{suffix}"
+    with open(path, "wb") as f:
+        f.truncate(2 << 30)  # sparse: 2 GiB of zeros that take no disk
+    peak, start = _peak_rss_mib(), time.monotonic()
+    with pytest.raises(WeightsCorruptError, match=r"is 2147483648 bytes \(2\.0 GiB\), over the 1 GiB limit"):
+        weights.load_state_dict(path)
+    assert _peak_rss_mib() - peak < 64, "the file was read into memory"
+    assert time.monotonic() - start < 1.0
 
 
 def test_training_only_tensors_are_dropped_and_prefix_stripped():

@@ -20,10 +20,11 @@ from pathlib import Path
 import torch
 
 from . import download
-from .errors import DownloadError, UnsafeCheckpointError, WeightsCorruptError, WeightsNotFoundError
+from .errors import DownloadError, UnsafeCheckpointError, VsRifeError, WeightsCorruptError, WeightsNotFoundError
 from .variants import MODELS, TRAINING_ONLY_PREFIXES
 
 CHECKPOINT_SUFFIXES = (".pkl", ".pth", ".pt", ".ckpt", ".safetensors")
+MAX_CHECKPOINT_BYTES = 1 << 30  # real RIFE checkpoints are under 100 MB
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,23 @@ def locate(model: str, auto_download: bool = False) -> Path:
     )
 
 
+def _describe(error: BaseException) -> str:
+    """``Type: first line of the message``, or just ``Type`` when the message is empty."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[0][:200]}" if lines else type(error).__name__
+
+
+def _check_size(path: Path, size: int) -> None:
+    """Refuse empty and oversized files from their size alone, before any byte is read."""
+    if size == 0:
+        raise WeightsCorruptError(f"{path} is empty (0 bytes); it is truncated or damaged: delete it")
+    if size > MAX_CHECKPOINT_BYTES:
+        raise WeightsCorruptError(
+            f"{path} is {size} bytes ({size / 2**30:.1f} GiB), over the {MAX_CHECKPOINT_BYTES >> 30} GiB limit "
+            "for a checkpoint (RIFE checkpoints are under 100 MB); not read"
+        )
+
+
 def _refused_global(message: str) -> str | None:
     """The global that torch's weights-only unpickler refused to import, if that is why it stopped."""
     match = re.search(r"GLOBAL (\S+)", message)
@@ -185,14 +203,15 @@ def canonicalize(raw: Mapping[str, object], source: str) -> dict[str, torch.Tens
 
 @lru_cache(maxsize=4)
 def _load_cached(path: Path, mtime_ns: int, size: int) -> dict[str, torch.Tensor]:
+    _check_size(path, size)
     try:
         raw = _read_tensors(path)
-    except (UnsafeCheckpointError, WeightsCorruptError):
+    except VsRifeError:
         raise
     except Exception as e:  # torch reports damage as RuntimeError, UnpicklingError, EOFError, …
         raise WeightsCorruptError(
-            f"{path} cannot be read as a checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
-            "it is truncated or damaged: delete it and fetch it again"
+            f"{path} cannot be read as a checkpoint ({_describe(e)}); it is truncated or damaged: delete it and "
+            "fetch it again"
         ) from None
     if not isinstance(raw, Mapping):
         raise WeightsCorruptError(f"{path} holds a {type(raw).__name__}, not a dictionary of tensors")
