@@ -8,6 +8,7 @@ import os
 import pickle
 import re
 import resource
+import struct
 import threading
 import time
 import zipfile
@@ -186,6 +187,37 @@ def test_pickle_the_safe_unpickler_cannot_parse_is_damaged_not_unsafe(tmp_path):
     ):
         weights.load_state_dict(path)
     assert not marker.exists()
+
+
+def _member_data_offset(path: Path, member: zipfile.ZipInfo) -> int:
+    with open(path, "rb") as f:
+        f.seek(member.header_offset + 26)  # name and extra-field lengths in the local file header
+        name_length, extra_length = struct.unpack("<HH", f.read(4))
+    return member.header_offset + 30 + name_length + extra_length
+
+
+def test_flipped_bit_inside_a_tensor_is_caught_by_the_zip_crc(tmp_path):
+    source = weights.fetch("4.0")
+    with zipfile.ZipFile(source) as archive:
+        member = max((m for m in archive.infolist() if "/data/" in m.filename), key=lambda m: m.file_size)
+    data = bytearray(source.read_bytes())
+    data[_member_data_offset(source, member) + member.file_size // 2] ^= 0x01
+    path = tmp_path / "flownet.pkl"
+    path.write_bytes(bytes(data))
+    assert len(torch.load(path, map_location="cpu", weights_only=True)) > 0  # torch alone does not notice
+    with pytest.raises(WeightsCorruptError, match=rf"member {re.escape(member.filename)} is damaged .*Bad CRC-32"):
+        weights.load_state_dict(path)
+
+
+def test_truncated_unhashed_cached_checkpoint_is_a_clear_error(tmp_path, monkeypatch):
+    data = weights.fetch("4.0").read_bytes()  # the real cache, before it is redirected
+    monkeypatch.setenv("VSRIFE_CACHE_DIR", str(tmp_path))
+    cached = tmp_path / "models" / "flownet_v4.1.pkl"  # 4.1 has no known sha256
+    cached.parent.mkdir()
+    cached.write_bytes(data[: len(data) * 3 // 4])
+    assert weights.file_status(weights.registry()["4.1"]) == "unverified"
+    with pytest.raises(WeightsCorruptError, match="zip archive whose directory cannot be read.*truncated or damaged"):
+        weights.load_state_dict(weights.locate("4.1"))
 
 
 def test_truncated_legacy_checkpoint_with_an_empty_error_message(tmp_path):

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import pickle
 import re
+import zipfile
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache, lru_cache
@@ -25,6 +27,10 @@ from .variants import MODELS, TRAINING_ONLY_PREFIXES
 
 CHECKPOINT_SUFFIXES = (".pkl", ".pth", ".pt", ".ckpt", ".safetensors")
 MAX_CHECKPOINT_BYTES = 1 << 30  # real RIFE checkpoints are under 100 MB
+ZIP_MAGIC = b"PK\x03\x04"
+# What zipfile raises on a damaged archive: a bad CRC-32 or header, a broken deflate stream, a short member,
+# a mangled directory, an encrypted or unknown member.
+ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError, RuntimeError)
 
 
 @dataclass(frozen=True)
@@ -140,6 +146,44 @@ def _check_size(path: Path, size: int) -> None:
         )
 
 
+def _is_zip(path: Path) -> bool:
+    """Whether torch reads ``path`` as a zip archive (it decides on the first four bytes, as here)."""
+    with open(path, "rb") as f:
+        return f.read(4) == ZIP_MAGIC
+
+
+def check_zip_archive(path: Path) -> None:
+    """Check every member of a ``torch.save`` zip archive against its CRC-32 (torch's reader does not),
+    reading in chunks so that memory stays bounded."""
+    try:
+        archive = zipfile.ZipFile(path)
+    except ZIP_ERRORS as e:
+        raise WeightsCorruptError(
+            f"{path} is a zip archive whose directory cannot be read ({_describe(e)}); it is truncated or damaged"
+        ) from None
+    with archive:
+        members = archive.infolist()
+        declared = sum(info.file_size for info in members)
+        if declared > MAX_CHECKPOINT_BYTES:
+            raise WeightsCorruptError(
+                f"{path} unpacks to {declared} bytes, over the {MAX_CHECKPOINT_BYTES >> 30} GiB limit; not read"
+            )
+        for info in members:
+            try:
+                _read_through(archive, info)
+            except ZIP_ERRORS as e:
+                raise WeightsCorruptError(
+                    f"{path}: member {info.filename} is damaged ({_describe(e)}); delete the file and fetch it again"
+                ) from None
+
+
+def _read_through(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
+    """Read one member to its end; zipfile compares the CRC-32 once the last chunk is read."""
+    with archive.open(info) as member:
+        while member.read(download.CHUNK):
+            pass
+
+
 def _refused_global(message: str) -> str | None:
     """The global that torch's weights-only unpickler refused to import, if that is why it stopped."""
     match = re.search(r"GLOBAL (\S+)", message)
@@ -161,7 +205,12 @@ def _unpickler_reason(message: str) -> str:
 def _read_pickle(path: Path) -> object:
     """``torch.load(weights_only=True)``: torch's own exact allowlist of tensor types, nothing else is imported
     or called (the three real RIFE checkpoints need nothing beyond it).
+
+    A ``torch.save`` zip archive is first checked against its CRC-32s. A legacy (non-zip) pickle carries no
+    checksum: damage inside its tensor data cannot be detected, only damage that breaks its structure.
     """
+    if _is_zip(path):
+        check_zip_archive(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
