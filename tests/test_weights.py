@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import io
+import json
 import os
 import pickle
 import re
@@ -253,6 +254,93 @@ def test_huge_file_is_refused_by_its_size_without_being_read(tmp_path, suffix):
         weights.load_state_dict(path)
     assert _peak_rss_mib() - peak < 64, "the file was read into memory"
     assert time.monotonic() - start < 1.0
+
+
+def _save_real_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import save_file
+
+    state = weights.load_state_dict(weights.fetch("4.6"))
+    save_file({k: v.contiguous() for k, v in state.items()}, path, metadata={"format": "pt"})
+    return state
+
+
+def _rewrite_safetensors(
+    source: Path, target: Path, edit_header=None, edit_json=None, edit_data=None, length: int | None = None
+):
+    """Write ``source`` again with its header (as a dict or as JSON text) or data region edited, and the
+    length field recomputed unless ``length`` is given."""
+    raw = source.read_bytes()
+    header_length = int.from_bytes(raw[:8], "little")
+    header, data = json.loads(raw[8 : 8 + header_length]), raw[8 + header_length :]
+    if edit_header:
+        edit_header(header)
+    if edit_data:
+        data = edit_data(data)
+    encoded = json.dumps(header).encode()
+    if edit_json:
+        encoded = edit_json(encoded)
+    target.write_bytes((len(encoded) if length is None else length).to_bytes(8, "little") + encoded + data)
+
+
+def _first_tensor(header: dict) -> dict:
+    return min((v for k, v in header.items() if k != "__metadata__"), key=lambda v: v["data_offsets"][0])
+
+
+def _last_tensor(header: dict) -> dict:
+    return max((v for k, v in header.items() if k != "__metadata__"), key=lambda v: v["data_offsets"][1])
+
+
+def _shift_second_tensor_back(header: dict) -> None:
+    spans = sorted((v for k, v in header.items() if k != "__metadata__"), key=lambda v: v["data_offsets"][0])
+    begin, end = spans[1]["data_offsets"]
+    spans[1]["data_offsets"] = [begin - 4, end - 4]
+
+
+SAFETENSORS_DAMAGE = {
+    "header length past the end": (
+        {"length": 1 << 40},
+        r"header length 1099511627776 runs past the end of the file",
+    ),
+    "header not JSON": (
+        {"edit_json": lambda text: text.replace(b"{", b"[", 1)},
+        r"the header is not JSON",
+    ),
+    "unknown dtype": (
+        {"edit_header": lambda h: _first_tensor(h).__setitem__("dtype", "F33")},
+        r"has an unknown dtype 'F33'",
+    ),
+    "offsets out of range": (
+        {"edit_header": lambda h: _last_tensor(h)["data_offsets"].__setitem__(1, 1 << 40)},
+        r"at bytes \d+\.\.1099511627776 lies outside the \d+-byte data",
+    ),
+    "size not shape times dtype": (
+        {"edit_header": lambda h: _first_tensor(h)["shape"].__setitem__(0, 7)},
+        r"spans \d+ bytes, but F32 \[7(, \d+)*\] needs \d+",
+    ),
+    "overlapping tensors": (
+        {"edit_header": _shift_second_tensor_back},
+        r"overlaps the tensor before it",
+    ),
+    "bytes owned by no tensor": (
+        {"edit_data": lambda d: d + bytes(16)},
+        r"bytes \d+\.\.\d+ of the data belong to no tensor",
+    ),
+    "truncated": (
+        {"edit_data": lambda d: d[:-100]},
+        r"at bytes \d+\.\.\d+ lies outside the \d+-byte data",
+    ),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(SAFETENSORS_DAMAGE))
+def test_damaged_safetensors_is_refused_before_loading(tmp_path, damage):
+    valid = tmp_path / "valid.safetensors"
+    _save_real_safetensors(valid)
+    edits, message = SAFETENSORS_DAMAGE[damage]
+    path = tmp_path / "damaged.safetensors"
+    _rewrite_safetensors(valid, path, **edits)
+    with pytest.raises(WeightsCorruptError, match=r"is not a valid safetensors file: (tensor '[^']+' )?" + message):
+        weights.load_state_dict(path)
 
 
 def test_training_only_tensors_are_dropped_and_prefix_stripped():

@@ -9,6 +9,7 @@ or ``auto_download=True``), and loading never runs code from a file.
 from __future__ import annotations
 
 import json
+import math
 import pickle
 import re
 import zipfile
@@ -31,6 +32,13 @@ ZIP_MAGIC = b"PK\x03\x04"
 # What zipfile raises on a damaged archive: a bad CRC-32 or header, a broken deflate stream, a short member,
 # a mangled directory, an encrypted or unknown member.
 ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError, RuntimeError)
+SAFETENSORS_MAX_HEADER = 100_000_000  # the safetensors library's own limit
+SAFETENSORS_DTYPE_BYTES = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1,
+    "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+    "I32": 4, "U32": 4, "F32": 4,
+    "I64": 8, "U64": 8, "F64": 8,
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -184,6 +192,77 @@ def _read_through(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
             pass
 
 
+def check_safetensors(path: Path) -> None:
+    """Check the structure of a ``.safetensors`` file before it is loaded.
+
+    The format has no checksums: a flipped bit inside tensor data cannot be detected by anyone. What is
+    checked is the layout, so that a truncated or mangled file is refused with a clear message: the 8-byte
+    header length lies within the file, the JSON header parses, every tensor's dtype is known, its
+    ``data_offsets`` lie within the data region and span product(shape) × the dtype's size, and the tensors
+    cover the data region exactly, with neither overlaps nor gaps.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        length_field = f.read(8)
+        if len(length_field) < 8:
+            raise _bad_safetensors(path, f"{size} bytes is shorter than the 8-byte header length")
+        header_length = int.from_bytes(length_field, "little")
+        if header_length > min(size - 8, SAFETENSORS_MAX_HEADER):
+            raise _bad_safetensors(path, f"header length {header_length} runs past the end of the file ({size} bytes)")
+        header_bytes = f.read(header_length)
+    try:
+        header = json.loads(header_bytes.decode("utf-8"))
+    except ValueError as e:  # UnicodeDecodeError and JSONDecodeError are both ValueErrors
+        raise _bad_safetensors(path, f"the header is not JSON ({_describe(e)})") from None
+    if not isinstance(header, dict):
+        raise _bad_safetensors(path, "the header is not a JSON object")
+    data_size = size - 8 - header_length
+    spans = sorted(
+        _tensor_span(path, name, entry, data_size) for name, entry in header.items() if name != "__metadata__"
+    )
+    _check_coverage(path, spans, data_size)
+
+
+def _bad_safetensors(path: Path, reason: str) -> WeightsCorruptError:
+    return WeightsCorruptError(f"{path} is not a valid safetensors file: {reason}; it is truncated or damaged")
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _tensor_span(path: Path, name: str, entry: object, data_size: int) -> tuple[int, int, str]:
+    """``(begin, end, name)`` of one tensor's bytes in the data region, after checking its header entry."""
+    if not isinstance(entry, dict):
+        raise _bad_safetensors(path, f"tensor {name!r} has no description")
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    if dtype not in SAFETENSORS_DTYPE_BYTES:
+        raise _bad_safetensors(path, f"tensor {name!r} has an unknown dtype {dtype!r}")
+    if not (isinstance(shape, list) and all(_is_count(n) for n in shape)):
+        raise _bad_safetensors(path, f"tensor {name!r} has an invalid shape {shape!r}")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_count(n) for n in offsets)):
+        raise _bad_safetensors(path, f"tensor {name!r} has invalid data_offsets {offsets!r}")
+    begin, end = offsets
+    if not begin <= end <= data_size:
+        raise _bad_safetensors(path, f"tensor {name!r} at bytes {begin}..{end} lies outside the {data_size}-byte data")
+    expected = math.prod(shape) * SAFETENSORS_DTYPE_BYTES[dtype]
+    if end - begin != expected:
+        raise _bad_safetensors(path, f"tensor {name!r} spans {end - begin} bytes, but {dtype} {shape} needs {expected}")
+    return begin, end, name
+
+
+def _check_coverage(path: Path, spans: list[tuple[int, int, str]], data_size: int) -> None:
+    covered = 0
+    for begin, end, name in spans:
+        if begin < covered:
+            raise _bad_safetensors(path, f"tensor {name!r} overlaps the tensor before it")
+        if begin > covered:
+            raise _bad_safetensors(path, f"bytes {covered}..{begin} of the data belong to no tensor")
+        covered = end
+    if covered != data_size:
+        raise _bad_safetensors(path, f"bytes {covered}..{data_size} of the data belong to no tensor")
+
+
 def _refused_global(message: str) -> str | None:
     """The global that torch's weights-only unpickler refused to import, if that is why it stopped."""
     match = re.search(r"GLOBAL (\S+)", message)
@@ -228,6 +307,7 @@ def _read_pickle(path: Path) -> object:
 
 def _read_tensors(path: Path) -> Mapping[str, object]:
     if path.suffix == ".safetensors":
+        check_safetensors(path)
         from safetensors.torch import load_file
 
         return load_file(str(path))
