@@ -409,6 +409,17 @@ def _pause_while_downloading(process: subprocess.Popen, cache: Path) -> Path:
     pytest.fail(f"never saw a growing .part; the fetch ended with status {process.returncode}: {stderr}")
 
 
+def test_sigterm_during_fetch_exits_like_ctrl_c_and_leaves_no_part(tmp_path):
+    process = _start_fetch(tmp_path)
+    part = _pause_while_downloading(process, tmp_path)
+    process.send_signal(signal.SIGTERM)
+    process.send_signal(signal.SIGCONT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert stderr == "vsrife: interrupted\n"
+    assert not part.exists() and _parts(tmp_path) == []
+
+
 def test_part_left_by_sigkill_is_removed_by_the_next_fetch(tmp_path, monkeypatch):
     process = _start_fetch(tmp_path)
     part = _pause_while_downloading(process, tmp_path)
