@@ -207,8 +207,10 @@ def check_safetensors(path: Path) -> None:
         if len(length_field) < 8:
             raise _bad_safetensors(path, f"{size} bytes is shorter than the 8-byte header length")
         header_length = int.from_bytes(length_field, "little")
-        if header_length > min(size - 8, SAFETENSORS_MAX_HEADER):
+        if header_length > size - 8:
             raise _bad_safetensors(path, f"header length {header_length} runs past the end of the file ({size} bytes)")
+        if header_length > SAFETENSORS_MAX_HEADER:
+            raise _bad_safetensors(path, f"header length {header_length} is over the format's {SAFETENSORS_MAX_HEADER}")
         header_bytes = f.read(header_length)
     try:
         header = json.loads(header_bytes.decode("utf-8"))
