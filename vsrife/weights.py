@@ -12,6 +12,7 @@ import json
 import math
 import pickle
 import re
+import warnings
 import zipfile
 import zlib
 from collections.abc import Mapping
@@ -293,7 +294,9 @@ def _read_pickle(path: Path) -> object:
     if _is_zip(path):
         check_zip_archive(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a non-torch pickle is refused below in one line; not also warned about
+            warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         message = str(e)
         if refused := _refused_global(message):
