@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import vapoursynth as vs
 
-from vsrife import download, samples, weights
+from vsrife import download, weights
+from vsrife.apps import samples
 
 UPSTREAM_PACKAGE = "rife_upstream"
 

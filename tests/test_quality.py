@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from vsrife import quality
+from vsrife.apps import quality
 
 pytestmark = pytest.mark.slow
 

@@ -12,8 +12,8 @@ import torch
 from helpers import clip_from_array, frame_array, read_rgb_frames, upstream_forward
 from vsrife import MODELS, rife
 from vsrife.errors import CheckpointMismatchError, ParameterError
-from vsrife.variants import ARCHITECTURES, detect_family, family_of, resolve_model
-from vsrife.weights import load_state_dict
+from vsrife.checkpoints import detect_family, layout_of, load_state_dict, resolve_model
+from vsrife.variants import ARCHITECTURES, families, family_of
 
 TOLERANCE = 1e-4
 
@@ -110,6 +110,14 @@ def test_checkpoint_layout_detected(model, upstream, tmp_path):
     assert model in family.members
     assert family == family_of(model)
     assert resolve_model(state, model, str(path)) == model
+
+
+def test_families_by_architecture_are_the_families_by_checkpoint_layout():
+    """The command line groups versions by their table row (no torch); the truth is the checkpoint layout."""
+    by_layout: dict[object, list[str]] = {}
+    for model, arch in ARCHITECTURES.items():
+        by_layout.setdefault(layout_of(arch), []).append(model)
+    assert sorted(tuple(m) for m in by_layout.values()) == sorted(f.members for f in families().values())
 
 
 def test_families_group_identical_upstream_code():

@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from vsrife import MODELS, download, samples, weights
+from vsrife import MODELS, checkpoints, download, weights
+from vsrife.apps import samples
 from vsrife.errors import DownloadError, UnsafeCheckpointError, WeightsCorruptError
 from vsrife.variants import family_of
 
@@ -45,7 +46,7 @@ def test_registry_lists_every_variant_with_its_upstream_url():
 def test_reachable_weights_are_verified_and_of_the_right_family(model):
     path = weights.fetch(model)
     assert weights.file_status(weights.registry()[model]) == "verified"
-    state = weights.load_state_dict(path)
+    state = checkpoints.load_state_dict(path)
     assert model in weights.registry() and family_of(model).members[0] in {"4.0", "4.6", "4.25"}
     assert not any(k.startswith(("module.", "block_tea", "teacher", "caltime", "unet", "contextnet")) for k in state)
 
@@ -109,7 +110,7 @@ def test_truncated_checkpoint_is_a_clear_error(tmp_path):
     path = tmp_path / "flownet.pkl"
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(WeightsCorruptError, match="truncated or damaged"):
-        weights.load_state_dict(path)
+        checkpoints.load_state_dict(path)
 
 
 def test_damaged_cached_weights_are_caught_by_checksum(tmp_path, monkeypatch):
@@ -178,7 +179,7 @@ def test_checkpoint_that_would_run_code_is_refused_and_nothing_runs(tmp_path, ki
         with pytest.raises(
             UnsafeCheckpointError, match=rf"would import {refused} when unpickled; refused, nothing was"
         ):
-            weights.load_state_dict(path)
+            checkpoints.load_state_dict(path)
     finally:
         assert not marker.exists(), "the payload ran"
 
@@ -190,7 +191,7 @@ def test_pickle_the_safe_unpickler_cannot_parse_is_damaged_not_unsafe(tmp_path, 
     with pytest.raises(
         WeightsCorruptError, match=r"not a plain tensor checkpoint \(Unsupported operand \d+\); nothing"
     ):
-        weights.load_state_dict(path)
+        checkpoints.load_state_dict(path)
     assert not marker.exists()
     assert not [str(w.message) for w in recwarn], "the one-line error is not the only message"
 
@@ -212,7 +213,7 @@ def test_flipped_bit_inside_a_tensor_is_caught_by_the_zip_crc(tmp_path):
     path.write_bytes(bytes(data))
     assert len(torch.load(path, map_location="cpu", weights_only=True)) > 0  # torch alone does not notice
     with pytest.raises(WeightsCorruptError, match=rf"member {re.escape(member.filename)} is damaged .*Bad CRC-32"):
-        weights.load_state_dict(path)
+        checkpoints.load_state_dict(path)
 
 
 def test_truncated_unhashed_cached_checkpoint_is_a_clear_error(tmp_path, monkeypatch):
@@ -223,17 +224,17 @@ def test_truncated_unhashed_cached_checkpoint_is_a_clear_error(tmp_path, monkeyp
     cached.write_bytes(data[: len(data) * 3 // 4])
     assert weights.file_status(weights.registry()["4.1"]) == "unverified"
     with pytest.raises(WeightsCorruptError, match="zip archive whose directory cannot be read.*truncated or damaged"):
-        weights.load_state_dict(weights.locate("4.1"))
+        checkpoints.load_state_dict(weights.locate("4.1"))
 
 
 def test_truncated_legacy_checkpoint_with_an_empty_error_message(tmp_path):
     """torch raises EOFError('') here: the message still says what happened, in one line."""
     buffer = io.BytesIO()
-    torch.save(weights.load_state_dict(weights.fetch("4.6")), buffer, _use_new_zipfile_serialization=False)
+    torch.save(checkpoints.load_state_dict(weights.fetch("4.6")), buffer, _use_new_zipfile_serialization=False)
     path = tmp_path / "legacy.pkl"
     path.write_bytes(buffer.getvalue()[:5000])
     with pytest.raises(WeightsCorruptError, match=r"\(EOFError\); it is truncated or damaged") as caught:
-        weights.load_state_dict(path)
+        checkpoints.load_state_dict(path)
     assert "\n" not in str(caught.value)
 
 
@@ -242,7 +243,7 @@ def test_empty_checkpoint_is_a_clear_error(tmp_path, suffix):
     path = tmp_path / f"flownet{suffix}"
     path.touch()
     with pytest.raises(WeightsCorruptError, match=r"is empty \(0 bytes\)"):
-        weights.load_state_dict(path)
+        checkpoints.load_state_dict(path)
 
 
 def _peak_rss_mib() -> float:
@@ -256,7 +257,7 @@ def test_huge_file_is_refused_by_its_size_without_being_read(tmp_path, suffix):
         f.truncate(2 << 30)  # sparse: 2 GiB of zeros that take no disk
     peak, start = _peak_rss_mib(), time.monotonic()
     with pytest.raises(WeightsCorruptError, match=r"is 2147483648 bytes \(2\.0 GiB\), over the 1 GiB limit"):
-        weights.load_state_dict(path)
+        checkpoints.load_state_dict(path)
     assert _peak_rss_mib() - peak < 64, "the file was read into memory"
     assert time.monotonic() - start < 1.0
 
@@ -264,7 +265,7 @@ def test_huge_file_is_refused_by_its_size_without_being_read(tmp_path, suffix):
 def _save_real_safetensors(path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import save_file
 
-    state = weights.load_state_dict(weights.fetch("4.6"))
+    state = checkpoints.load_state_dict(weights.fetch("4.6"))
     save_file({k: v.contiguous() for k, v in state.items()}, path, metadata={"format": "pt"})
     return state
 
@@ -345,13 +346,13 @@ def test_damaged_safetensors_is_refused_before_loading(tmp_path, damage):
     path = tmp_path / "damaged.safetensors"
     _rewrite_safetensors(valid, path, **edits)
     with pytest.raises(WeightsCorruptError, match=r"is not a valid safetensors file: (tensor '[^']+' )?" + message):
-        weights.load_state_dict(path)
+        checkpoints.load_state_dict(path)
 
 
 def test_training_only_tensors_are_dropped_and_prefix_stripped():
     raw = torch.load(weights.fetch("4.0"), map_location="cpu", weights_only=True)
     assert any(k.startswith("module.block_tea.") for k in raw)
-    state = weights.canonicalize(raw, "4.0")
+    state = checkpoints.canonicalize(raw, "4.0")
     assert set(state) == {k.removeprefix("module.") for k in raw if k.startswith("module.block")} - {
         k.removeprefix("module.") for k in raw if k.startswith("module.block_tea")
     }
@@ -360,11 +361,11 @@ def test_training_only_tensors_are_dropped_and_prefix_stripped():
 def test_safetensors_and_pth_checkpoints_load_like_the_pkl(tmp_path):
     from safetensors.torch import save_file
 
-    original = weights.load_state_dict(weights.fetch("4.6"))
+    original = checkpoints.load_state_dict(weights.fetch("4.6"))
     save_file({f"module.{k}": v.contiguous() for k, v in original.items()}, tmp_path / "rife46.safetensors")
     torch.save(original, tmp_path / "rife46.pth")
     for name in ("rife46.safetensors", "rife46.pth"):
-        loaded = weights.load_state_dict(tmp_path / name)
+        loaded = checkpoints.load_state_dict(tmp_path / name)
         assert loaded.keys() == original.keys()
         assert all(torch.equal(loaded[k], original[k]) for k in original)
 

@@ -1,27 +1,51 @@
 """vsrife: RIFE v4 frame interpolation for VapourSynth, on CUDA or on the CPU.
 
-import vapoursynth as vs
-from vsrife import rife
+    from vsrife import open_source, rife
 
-clip = rife(clip, factor_num=5, factor_den=2)  # 24 → 60 fps
+    source = open_source("film.mkv")
+    clip = rife(source.clip, fps_num=60, timecodes=source.times)  # 24 → 60 fps
+
+Names are imported when first used (PEP 562): ``import vsrife`` costs nothing until ``rife`` is touched,
+so the command line's light commands never load torch.
 """
 
-from .errors import VsRifeError
-from .filter import rife
-from .scene import sc_detect
-from .sources import Source, open_source
-from .timing import FrameTimes
-from .variants import DEFAULT_MODEL, MODELS
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
-__all__ = [
-    "DEFAULT_MODEL",
-    "MODELS",
-    "FrameTimes",
-    "Source",
-    "VsRifeError",
-    "__version__",
-    "open_source",
-    "rife",
-    "sc_detect",
-]
+
+# public name -> the module of the library that defines it
+_EXPORTS = {
+    "rife": "filter",
+    "sc_detect": "scene",
+    "open_source": "sources",
+    "Source": "sources",
+    "FrameTimes": "timing",
+    "MODELS": "variants",
+    "DEFAULT_MODEL": "variants",
+    "VsRifeError": "errors",
+}
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+if TYPE_CHECKING:
+    from .errors import VsRifeError
+    from .filter import rife
+    from .scene import sc_detect
+    from .sources import Source, open_source
+    from .timing import FrameTimes
+    from .variants import DEFAULT_MODEL, MODELS
+
+
+def __getattr__(name: str) -> object:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'vsrife' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

