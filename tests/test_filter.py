@@ -108,7 +108,7 @@ no_durations = variable_rate.std.RemoveFrameProps(["_DurationNum", "_DurationDen
         ({"clip": two_frames[0]}, ParameterError, "clip: needs at least 2 frames"),
         ({"factor_num": 0}, ParameterError, "factor_num: must be a whole number of at least 1"),
         ({"factor_den": -1}, ParameterError, "factor_den: must be"),
-        ({"factor_num": 2.5}, ParameterError, "factor_num: must be a whole number"),
+        ({"factor_num": 2.5}, ParameterTypeError, "factor_num: must be a whole number, not 2.5"),
         ({"fps_num": 0}, ParameterError, "fps_num: must be"),
         (
             {"clip": no_durations, "fps_num": 60},

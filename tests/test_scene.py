@@ -9,7 +9,7 @@ import vapoursynth as vs
 from helpers import clip_from_array, frame_array
 from vsrife import rife, sc_detect
 from vsrife.engine import Engine
-from vsrife.errors import ParameterError
+from vsrife.errors import ParameterError, ParameterTypeError
 from vsrife.sources import open_video
 
 DETECTOR_REPORT: dict[str, tuple[int, int, int]] = {}  # clip -> (true positives, false positives, misses)
@@ -152,8 +152,11 @@ def test_fade_to_black_then_cut_in(sample_path):
 
 def test_threshold_is_checked():
     clip = vs.core.std.BlankClip(length=3)
-    for bad in (0, -1, 3, "0.3", True):
+    for bad in (0, -1, 3):
         with pytest.raises(ParameterError, match="threshold: must be a number above 0 and at most 2"):
+            sc_detect(clip, bad)
+    for bad in ("0.3", True, None):
+        with pytest.raises(ParameterTypeError, match="threshold: must be a number above 0 and at most 2"):
             sc_detect(clip, bad)
 
 

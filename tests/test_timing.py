@@ -11,7 +11,13 @@ import vapoursynth as vs
 
 from helpers import clip_from_array, frame_array, read_rgb_frames
 from vsrife import rife
-from vsrife.timing import ConstantRate, rate_ratio
+from vsrife.params import rate_request
+from vsrife.timing import ConstantRate
+
+
+def rate_ratio(source: Fraction, factor_num, factor_den, fps_num, fps_den) -> Fraction:
+    return rate_request(factor_num, factor_den, fps_num, fps_den).rates(source)[1]
+
 
 RATIOS = [
     Fraction(2),

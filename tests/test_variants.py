@@ -11,8 +11,8 @@ import torch
 
 from helpers import clip_from_array, frame_array, read_rgb_frames, upstream_forward
 from vsrife import MODELS, rife
-from vsrife.errors import CheckpointMismatchError, ParameterError
 from vsrife.checkpoints import detect_family, layout_of, load_state_dict, resolve_model
+from vsrife.errors import CheckpointMismatchError, ParameterError
 from vsrife.variants import ARCHITECTURES, families, family_of
 
 TOLERANCE = 1e-4

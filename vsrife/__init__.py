@@ -27,7 +27,17 @@ _EXPORTS = {
     "DEFAULT_MODEL": "variants",
     "VsRifeError": "errors",
 }
-__all__ = sorted([*_EXPORTS, "__version__"])
+__all__ = [
+    "DEFAULT_MODEL",
+    "MODELS",
+    "FrameTimes",
+    "Source",
+    "VsRifeError",
+    "__version__",
+    "open_source",
+    "rife",
+    "sc_detect",
+]
 
 if TYPE_CHECKING:
     from .errors import VsRifeError

@@ -25,7 +25,7 @@ from .errors import (
     WeightsNotFoundError,
 )
 from .network import IFNet
-from .variants import TRAINING_ONLY_PREFIXES, Architecture, Family, architecture, families
+from .variants import TRAINING_ONLY_PREFIXES, Architecture, Family, families
 
 CHECKPOINT_SUFFIXES = (".pkl", ".pth", ".pt", ".ckpt", ".safetensors")
 MAX_CHECKPOINT_BYTES = 1 << 30  # real RIFE checkpoints are under 100 MB
@@ -305,7 +305,6 @@ def resolve_model(state_dict: Mapping[str, torch.Tensor], model: str | None, sou
     if model is None:
         return family.members[-1]
     if model not in family.members:
-        architecture(model)
         raise CheckpointMismatchError(
             f"model: {source} is a {family.name} checkpoint, not {model}; "
             f"pass model={family.members[-1]!r} or leave model unset to detect it"

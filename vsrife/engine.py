@@ -23,36 +23,11 @@ import torch
 import torch.nn.functional as F
 import vapoursynth as vs
 
-from .errors import DeviceError, OutOfMemory
+from .errors import OutOfMemory
 from .network import IFNet
 
 K = TypeVar("K")
 V = TypeVar("V")
-
-
-def resolve_device(device: str | None, device_index: int | None = None) -> torch.device:
-    """``device`` is ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; None picks CUDA when available, else the CPU.
-
-    ``device_index`` (HolyWu's parameter) picks the CUDA device when ``device`` names none.
-    """
-    if device_index is not None and (isinstance(device_index, bool) or not isinstance(device_index, int)):
-        raise DeviceError(f"device_index: must be a whole number, not {device_index!r}")
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if not isinstance(device, str):
-        raise DeviceError(f"device: must be 'cpu', 'cuda' or 'cuda:N', not {device!r}")
-    kind, _, index_text = device.strip().lower().partition(":")
-    if kind == "cpu" and not index_text:
-        return torch.device("cpu")
-    if kind != "cuda" or (index_text and not index_text.isdigit()):
-        raise DeviceError(f"device: must be 'cpu', 'cuda' or 'cuda:N', not {device!r}")
-    if not torch.cuda.is_available():
-        raise DeviceError(f"device: {device!r} asked for, but CUDA is not available here; use device='cpu'")
-    index = int(index_text) if index_text else (device_index or 0)
-    count = torch.cuda.device_count()
-    if index >= count:
-        raise DeviceError(f"device: cuda:{index} does not exist; this machine has cuda:0 to cuda:{count - 1}")
-    return torch.device("cuda", index)
 
 
 class OnceCache(Generic[K, V]):

@@ -21,6 +21,14 @@ class ParameterTypeError(VsRifeError, TypeError):
     """A parameter has the wrong type."""
 
 
+class TimecodesError(VsRifeError, ValueError):
+    """Frame times that cannot be used (unreadable, decreasing, too few); ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"timecodes: {reason}")
+        self.reason = reason
+
+
 class DeviceError(VsRifeError, ValueError):
     """The requested compute device does not exist or cannot be used."""
 

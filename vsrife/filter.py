@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 from collections import OrderedDict
@@ -14,35 +13,22 @@ from pathlib import Path
 import torch
 import vapoursynth as vs
 
-from . import checkpoints, formats, scene, weights
-from .engine import Engine, Job, resolve_device
-from .errors import ParameterError, ParameterTypeError
+from . import checkpoints, formats, params, scene, weights
+from .engine import Engine, Job
+from .errors import ParameterError
 from .network import IFNet
-from .timing import (
-    MAX_OUTPUT_FRAMES,
-    Blend,
-    ConstantRate,
-    FramePlanner,
-    FrameTimes,
-    PlanOptions,
-    Timing,
-    VariableRate,
-    limit_problem,
-    rate_ratio,
-    read_timecodes,
-    times_for_frames,
-)
-from .variants import DEFAULT_MODEL, architecture, check_capabilities
+from .timing import MAX_OUTPUT_FRAMES, Blend, ConstantRate, FramePlanner, FrameTimes, Timing, VariableRate
+from .variants import architecture
 
 DEFAULT_DEDUP_THRESHOLD = 0.02
 TIMESTEP_PROP = "RifeTimestep"
 PAIR_PROP = "RifePair"
 AHEAD_PROP = "RifeAhead"  # internal: in-betweens to start early, carried from the planner to the synthesizer
-MAX_RATE_TERM = 2**63 - 1  # VapourSynth keeps a rate's numerator and denominator in int64
 
 
 def rife(
     clip: vs.VideoNode,
+    *,
     model: str | None = None,
     model_path: str | Path | None = None,
     auto_download: bool = False,
@@ -61,6 +47,8 @@ def rife(
     device: str | None = None,
     device_index: int | None = None,
     timecodes: str | os.PathLike[str] | Sequence[float | Fraction] | FrameTimes | None = None,
+    trt: bool = False,
+    **trt_options: object,
 ) -> vs.VideoNode:
     """Interpolate frames with RIFE v4 to raise (or convert) a clip's frame rate.
 
@@ -124,80 +112,40 @@ def rife(
                           and ``_SceneChangePrev/Next`` true to the output; synthesized frames also carry
                           ``RifeTimestep`` (t in 0..1) and ``RifePair`` (their two source frame numbers).
     """
-    _check_clip(clip)
-    times = _given_times(timecodes, clip.num_frames)
-    variable = times is not None or (clip.fps == 0 and fps_num is not None)
-    if times is not None and clip.fps == 0 and fps_num is None:
+    clip = params.check_clip(clip)
+    unknown = sorted(set(trt_options) - set(params.TRT_OPTIONS))
+    if unknown:
+        raise TypeError(f"rife() got an unexpected keyword argument {unknown[0]!r}")
+    trt = params.flag("trt", trt)
+    times = params.frame_times(timecodes, clip.num_frames)
+    request = params.rate_request(factor_num, factor_den, fps_num, fps_den)
+    variable = times is not None or (clip.fps == 0 and request.fps is not None)
+    if times is not None and clip.fps == 0 and request.fps is None:
         raise ParameterError(
             "factor_num: with timecodes on a clip of fps 0 there is no rate to multiply; give fps_num, or the "
             "clip's nominal rate with std.AssumeFPS"
         )
-    # on a clip of fps 0 the "ratio" to a target rate is the output rate itself (frames per second)
-    ratio = rate_ratio(clip.fps or Fraction(1), factor_num, factor_den, fps_num, fps_den)
-    output_rate = clip.fps * ratio if clip.fps else ratio
-    rate_name = "factor_num" if fps_num is None else "fps_num"
-    options = _plan_options(
-        ratio == 1 and not variable, sc, sc_threshold, static_threshold, dedup, dedup_threshold, max_hold
-    )
+    output_rate, ratio = request.rates(clip.fps)
+    if sc_threshold is not None:
+        params.sc_threshold("sc_threshold", sc_threshold)
+    options = params.plan_options(ratio == 1 and not variable, sc, static_threshold, dedup, dedup_threshold, max_hold)
     if not variable:
-        _check_limits(ConstantRate(clip.num_frames, ratio), output_rate, rate_name)
-    torch_device = resolve_device(device, device_index)
+        params.check_timing(ConstantRate(clip.num_frames, ratio), output_rate, request)
+    torch_device = params.compute_device(device, device_index, trt)
+    params.announce_trt(trt, trt_options)
+    model = params.model_name(model, model_path)
+    params.capabilities(model, scale, ensemble)  # before any file is read
     convert = formats.converter(clip)
-    engine = _build_engine(clip, convert, model, model_path, auto_download, scale, ensemble, torch_device)
+    engine = _build_engine(clip, convert, model, model_path, bool(auto_download), scale, ensemble, torch_device)
     # only now, with every parameter checked: a clip of fps 0 is read once for its frame durations
     if variable:
-        timing = VariableRate(times if times is not None else FrameTimes.from_durations(_durations(clip)), output_rate)
-        _check_limits(timing, output_rate, rate_name)
+        known = times if times is not None else FrameTimes.from_durations(_durations(clip))
+        timing: Timing = params.check_timing(VariableRate(known, output_rate), output_rate, request)
     else:
         timing = ConstantRate(clip.num_frames, ratio)
-    if sc and sc_threshold is not None:
+    if options.sc and sc_threshold is not None:
         clip = scene.sc_detect(clip, sc_threshold)
     return _interpolate(clip, convert, FramePlanner(timing, options), engine)
-
-
-def _check_clip(clip: object) -> None:
-    if not isinstance(clip, vs.VideoNode):
-        raise ParameterTypeError(f"clip: must be a vs.VideoNode (a video clip), not {type(clip).__name__}")
-    # vsutil's disallow_variable_format tests `format is None`, which R81 never returns; check here.
-    if clip.format.id == vs.PresetVideoFormat.NONE:
-        raise ParameterError("clip: variable-format clips are not supported; give every frame one format")
-    if clip.width == 0 or clip.height == 0:
-        raise ParameterError("clip: variable-size clips are not supported; resize every frame to one size")
-    if clip.format.color_family not in (vs.YUV, vs.GRAY, vs.RGB):
-        raise ParameterError(f"clip: format {clip.format.name} is not supported; use YUV, GRAY or RGB")
-    if clip.num_frames < 2:
-        raise ParameterError(f"clip: needs at least 2 frames to interpolate, it has {clip.num_frames}")
-
-
-def _given_times(timecodes: object, frames: int) -> FrameTimes | None:
-    if timecodes is None:
-        return None
-    if isinstance(timecodes, FrameTimes):
-        if timecodes.frames != frames:
-            raise ParameterError(f"timecodes: holds the times of {timecodes.frames} frames; the clip has {frames}")
-        return timecodes
-    if isinstance(timecodes, (str, os.PathLike)):
-        return read_timecodes(timecodes, frames)
-    if isinstance(timecodes, Sequence) and all(_is_time(x) for x in timecodes):
-        return times_for_frames(
-            [Fraction(repr(x)) if isinstance(x, float) else Fraction(x) for x in timecodes], frames, "the sequence"
-        )
-    raise ParameterTypeError(
-        "timecodes: must be a timecodes v2 file's path, a vsrife.FrameTimes or a sequence of start times in "
-        f"seconds, not {type(timecodes).__name__}"
-    )
-
-
-def _is_time(value: object) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float, Fraction)) and math.isfinite(value)
-
-
-def _check_limits(timing: Timing, output_rate: Fraction, name: str) -> None:
-    problem = limit_problem(timing)
-    if problem is None and max(output_rate.numerator, output_rate.denominator) > MAX_RATE_TERM:
-        problem = "the output rate's numerator or denominator does not fit VapourSynth's 64-bit rate fields"
-    if problem is not None:
-        raise ParameterError(f"{name}: {problem}")
 
 
 def _durations(clip: vs.VideoNode) -> list[Fraction]:
@@ -227,17 +175,14 @@ def _build_engine(
     ensemble: bool,
     device: torch.device,
 ) -> Engine:
-    if model_path is None:
-        model = model or DEFAULT_MODEL
-    check_capabilities(model, scale, ensemble)  # before any file is read
     if model_path is not None:
         state_dict = checkpoints.load_state_dict(model_path)
         model = checkpoints.resolve_model(state_dict, model, str(model_path))
+        params.capabilities(model, scale, ensemble)  # the version detected from the checkpoint
     else:
         path = weights.locate(model, auto_download)
         state_dict = checkpoints.load_state_dict(path)
         model = checkpoints.resolve_model(state_dict, model, str(path))
-    check_capabilities(model, scale, ensemble)
     arch = architecture(model)
     with torch.device("meta"):
         net = IFNet(arch, scale, ensemble)
@@ -252,32 +197,6 @@ def _build_engine(
         arch.size_multiple(scale),
         cache_frames=vs.core.num_threads + 12,  # VapourSynth threads plus the planning window and work ahead
     )
-
-
-def _plan_options(
-    same_rate: bool,
-    sc: bool,
-    sc_threshold: float | None,
-    static_threshold: float | None,
-    dedup: bool,
-    dedup_threshold: float,
-    max_hold: int,
-) -> PlanOptions:
-    if sc_threshold is not None:
-        scene.check_threshold("sc_threshold", sc_threshold)
-    if static_threshold is not None and not _is_fraction(static_threshold):
-        raise ParameterError(f"static_threshold: must be None or a number from 0 to 1, not {static_threshold!r}")
-    if not _is_fraction(dedup_threshold):
-        raise ParameterError(f"dedup_threshold: must be a number from 0 to 1, not {dedup_threshold!r}")
-    if isinstance(max_hold, bool) or not isinstance(max_hold, int) or max_hold < 2:
-        raise ParameterError(f"max_hold: must be a whole number of at least 2, not {max_hold!r}")
-    if same_rate and not dedup:
-        raise ParameterError("factor_num: the same rate changes nothing; it is allowed only with dedup=True")
-    return PlanOptions(bool(sc), static_threshold, bool(dedup), dedup_threshold, max_hold)
-
-
-def _is_fraction(value: object) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and 0 <= value <= 1
 
 
 def _interpolate(clip: vs.VideoNode, convert: formats.Converter, planner: FramePlanner, engine: Engine) -> vs.VideoNode:

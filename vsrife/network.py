@@ -15,6 +15,7 @@ about 1.5x (640x384) to 1.8x (1280x768) faster.
 from __future__ import annotations
 
 import copy
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn

@@ -18,6 +18,7 @@ import numpy as np
 import vapoursynth as vs
 from vsutil import get_y
 
+from . import params
 from .errors import ParameterError
 
 THUMB_WIDTH = 64
@@ -110,9 +111,7 @@ def sc_detect(clip: vs.VideoNode, threshold: float = DEFAULT_THRESHOLD) -> vs.Vi
     fades and single-frame flashes are not cuts. Lower finds more cuts. A frame's ``_SceneChangeNext``
     always equals the next frame's ``_SceneChangePrev``.
     """
-    check_threshold("threshold", threshold)
-    if not isinstance(clip, vs.VideoNode):
-        raise ParameterError(f"clip: must be a vs.VideoNode, not {type(clip).__name__}")
+    params.check_sc_detect(clip, threshold)
     thumbs = luma_thumbnail(clip)
     context = [shifted(thumbs, k) for k in CONTEXT]
     last = clip.num_frames - 1
@@ -158,11 +157,6 @@ def annotate(clip: vs.VideoNode, exact: bool = True, local: bool = False) -> vs.
         return out
 
     return clip.std.ModifyFrame([clip, previous, *stats], record)
-
-
-def check_threshold(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 2:
-        raise ParameterError(f"{name}: must be a number above 0 and at most 2, not {value!r}")
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .errors import ParameterError
+from .errors import TimecodesError
 
 MAX_OUTPUT_FRAMES = 2**31 - 1  # VapourSynth counts a clip's frames in a C int
 MAX_STEP = 64  # most source frames one output frame may pass over (each is read to plan it)
@@ -58,12 +58,6 @@ class ConstantRate:
 
     source_frames: int
     ratio: Fraction
-
-    def __post_init__(self) -> None:
-        if self.ratio <= 0:
-            raise ParameterError(f"factor: the rate ratio must be above 0, not {self.ratio}")
-        if self.source_frames < 2:
-            raise ParameterError(f"clip: needs at least 2 frames to interpolate, not {self.source_frames}")
 
     @property
     def output_frames(self) -> int:
@@ -98,7 +92,7 @@ class FrameTimes:
     def from_seconds(cls, starts: Sequence[Fraction], end: Fraction) -> FrameTimes:
         """Frame start times and the end of the last frame, in seconds (exact fractions)."""
         if len(starts) < 1:
-            raise ParameterError("timecodes: no frame times given")
+            raise TimecodesError("no frame times given")
         denominator = math.lcm(*(s.denominator for s in starts), end.denominator)
         if denominator > MAX_TIMEBASE_DENOMINATOR:  # times of no common tick: round to nanoseconds
             denominator = 10**9
@@ -137,13 +131,13 @@ class FrameTimes:
 def _check_order(ticks: Sequence[int], end: int, timebase: Fraction) -> None:
     backwards = next((j for j in range(1, len(ticks)) if ticks[j] < ticks[j - 1]), None)
     if backwards is not None:
-        raise ParameterError(
-            f"timecodes: frame {backwards} starts at {float(ticks[backwards] * timebase):.6f} s, before frame "
+        raise TimecodesError(
+            f"frame {backwards} starts at {float(ticks[backwards] * timebase):.6f} s, before frame "
             f"{backwards - 1} ({float(ticks[backwards - 1] * timebase):.6f} s); frame times must not decrease"
         )
     if end <= ticks[-1]:
-        raise ParameterError(
-            f"timecodes: the last frame ends at {float(end * timebase):.6f} s, not after its start "
+        raise TimecodesError(
+            f"the last frame ends at {float(end * timebase):.6f} s, not after its start "
             f"({float(ticks[-1] * timebase):.6f} s)"
         )
 
@@ -157,16 +151,16 @@ def read_timecodes(path: str | os.PathLike[str], frames: int) -> FrameTimes:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
-        raise ParameterError(f"timecodes: cannot read {str(path)!r} ({e.__class__.__name__}: {e})") from None
+        raise TimecodesError(f"cannot read {str(path)!r} ({e.__class__.__name__}: {e})") from None
     if not lines or lines[0].strip().lower() not in TIMECODES_V2_HEADERS:
-        raise ParameterError(f"timecodes: {str(path)!r} is not a timecodes v2 file (first line '# timecode format v2')")
+        raise TimecodesError(f"{str(path)!r} is not a timecodes v2 file (first line '# timecode format v2')")
     values = [line.strip() for line in lines[1:] if line.strip() and not line.lstrip().startswith("#")]
     times = []
     for number, text in enumerate(values, start=1):
         try:
             times.append(Fraction(text) / 1000)
         except ValueError:
-            raise ParameterError(f"timecodes: {str(path)!r} line {number + 1}: {text!r} is not a time in ms") from None
+            raise TimecodesError(f"{str(path)!r} line {number + 1}: {text!r} is not a time in ms") from None
     return times_for_frames(times, frames, f"{str(path)!r}")
 
 
@@ -174,8 +168,8 @@ def times_for_frames(times: Sequence[Fraction], frames: int, what: str) -> Frame
     """``frames`` start times, or ``frames + 1`` (the last one the end); with ``frames`` starts the last
     frame lasts as long as the one before it."""
     if len(times) not in (frames, frames + 1) or frames < 2:
-        raise ParameterError(
-            f"timecodes: {what} has {len(times)} times; the clip has {frames} frames (give {frames} start "
+        raise TimecodesError(
+            f"{what} has {len(times)} times; the clip has {frames} frames (give {frames} start "
             f"times, or {frames + 1} with the end of the last frame)"
         )
     if len(times) == frames:
@@ -194,10 +188,6 @@ class VariableRate:
 
     times: FrameTimes
     rate: Fraction
-
-    def __post_init__(self) -> None:
-        if self.times.frames < 2:
-            raise ParameterError(f"clip: needs at least 2 frames to interpolate, not {self.times.frames}")
 
     @property
     def source_frames(self) -> int:
@@ -230,56 +220,6 @@ class VariableRate:
 
 
 Timing = ConstantRate | VariableRate
-
-
-def limit_problem(timing: Timing) -> str | None:
-    """Why ``timing`` cannot be rendered (too many output frames, or an output rate so low that one output
-    frame passes over many source frames), or None."""
-    if timing.output_frames > MAX_OUTPUT_FRAMES:
-        return (
-            f"the output would have {_count(timing.output_frames)} frames ({timing.source_frames} source frames); "
-            f"a VapourSynth clip holds at most {MAX_OUTPUT_FRAMES}"
-        )
-    if timing.max_step > MAX_STEP:
-        return (
-            f"the output rate is too low: one output frame would pass over {_count(timing.max_step)} source "
-            f"frames (at most {MAX_STEP}); drop frames first (std.SelectEvery) or choose a higher rate"
-        )
-    return None
-
-
-def _count(number: int) -> str:
-    digits = str(number)
-    return digits if len(digits) <= 15 else f"about {digits[0]}.{digits[1:3]}e{len(digits) - 1}"
-
-
-def rate_ratio(
-    source_fps: Fraction,
-    factor_num: int,
-    factor_den: int,
-    fps_num: int | None,
-    fps_den: int | None,
-) -> Fraction:
-    """Output rate / source rate, from a factor or (taking precedence) a target rate."""
-    for name, value in (("factor_num", factor_num), ("factor_den", factor_den)):
-        _require_positive_int(name, value)
-    if fps_num is None and fps_den is None:
-        return Fraction(factor_num, factor_den)
-    if fps_num is None:
-        raise ParameterError("fps_num: give fps_num too when fps_den is set (fps_den defaults to 1)")
-    fps_den = 1 if fps_den is None else fps_den
-    _require_positive_int("fps_num", fps_num)
-    _require_positive_int("fps_den", fps_den)
-    if source_fps == 0:
-        raise ParameterError(
-            "fps_num: the clip has no constant frame rate (fps 0); set one with std.AssumeFPS, or use factor_num"
-        )
-    return Fraction(fps_num, fps_den) / source_fps
-
-
-def _require_positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ParameterError(f"{name}: must be a whole number of at least 1, not {value!r}")
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,6 @@ from dataclasses import dataclass, replace
 from functools import cache
 from typing import Literal
 
-from .errors import ParameterError
-
 SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)  # flow resolutions upstream offers
 FLOW_AND_MASK_CHANNELS = 5  # 2 + 2 flow channels (to each frame), 1 blend mask channel
 
@@ -170,31 +168,8 @@ class Family:
 
 
 def architecture(model: str) -> Architecture:
-    """The architecture of ``model`` (one of :data:`MODELS`)."""
-    try:
-        return ARCHITECTURES[model]
-    except KeyError:
-        raise ParameterError(f"model: unknown model {model!r}; known models: {', '.join(MODELS)}") from None
-
-
-def check_capabilities(model: str | None, scale: float, ensemble: bool) -> None:
-    """Refuse a ``scale`` or ``ensemble`` the model cannot take, naming the models that can.
-
-    With ``model`` None (not known until a checkpoint is read) only ``scale`` is checked.
-    """
-    if isinstance(scale, bool) or scale not in SCALES:
-        raise ParameterError(f"scale: must be one of {', '.join(map(str, SCALES))}, not {scale!r}")
-    if model is None:
-        return
-    arch = architecture(model)
-    if scale not in arch.scales:
-        able = [m for m, a in ARCHITECTURES.items() if scale in a.scales]
-        raise ParameterError(f"scale: model {model} does not take scale={scale}; models that do: {', '.join(able)}")
-    if ensemble and not arch.supports_ensemble:
-        able = [m for m, arch in ARCHITECTURES.items() if arch.supports_ensemble]
-        raise ParameterError(
-            f"ensemble: model {model} does not support ensemble=True; models that do: {', '.join(able)}"
-        )
+    """The architecture of ``model`` (one of :data:`MODELS`; :mod:`vsrife.params` checks user input)."""
+    return ARCHITECTURES[model]
 
 
 @cache

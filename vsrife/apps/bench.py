@@ -27,9 +27,9 @@ import torch
 import vapoursynth as vs
 
 from .. import checkpoints, download, weights
-from ..engine import resolve_device
 from ..filter import rife
 from ..network import IFNet
+from ..params import compute_device, model_name
 from ..sources import open_video
 from ..variants import architecture
 from . import samples
@@ -181,7 +181,8 @@ def end_to_end(config: BenchConfig, clip: vs.VideoNode) -> tuple[float, int, str
 
 
 def run(config: BenchConfig) -> dict[str, object]:
-    device = resolve_device(config.device)
+    model_name(config.model, None)  # an unknown model: one clear error before anything is loaded
+    device = compute_device(config.device, None)
     fmt = vs.RGBH if config.fp16 else vs.RGBS
     dtype = torch.float16 if config.fp16 and device.type == "cuda" else torch.float32
     clip = real_frames(config.width, config.height, fmt)

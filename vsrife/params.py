@@ -1,0 +1,270 @@
+"""The one layer that checks what users pass to :func:`vsrife.rife` and :func:`vsrife.sc_detect`.
+
+Every rule lives here once, with its message once; the rest of the library (timing, scene detection,
+the variant table, the engine) assumes valid input. A value of the wrong type is a
+:class:`~vsrife.errors.ParameterTypeError` (a ``TypeError``); a value of the right type that is not
+allowed is a :class:`~vsrife.errors.ParameterError` (a ``ValueError``); a device that cannot be used is a
+:class:`~vsrife.errors.DeviceError`. Each message names the parameter, what was given and what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import TYPE_CHECKING
+
+import vapoursynth as vs
+
+from .errors import DeviceError, ParameterError, ParameterTypeError, TimecodesError
+from .timing import MAX_OUTPUT_FRAMES, MAX_STEP, FrameTimes, PlanOptions, Timing, read_timecodes, times_for_frames
+from .variants import ARCHITECTURES, DEFAULT_MODEL, MODELS, SCALES, architecture
+
+if TYPE_CHECKING:
+    import torch
+
+MIN_FRAMES = 2
+SC_THRESHOLD_RANGE = "a number above 0 and at most 2"
+MAX_RATE_TERM = 2**63 - 1  # VapourSynth keeps a rate's numerator and denominator in int64
+# HolyWu's TensorRT options: accepted so that scripts carry over; vsrife has no TensorRT path
+TRT_OPTIONS = (
+    "trt_static_shape",
+    "trt_min_shape",
+    "trt_opt_shape",
+    "trt_max_shape",
+    "trt_workspace_size",
+    "trt_max_aux_streams",
+    "trt_optimization_level",
+    "trt_cache_dir",
+    "trt_debug",
+)
+
+
+def check_clip(clip: object) -> vs.VideoNode:
+    """A clip ``rife`` and ``sc_detect`` can take: one format, one size, YUV/GRAY/RGB, at least 2 frames."""
+    if not isinstance(clip, vs.VideoNode):
+        raise ParameterTypeError(f"clip: must be a vs.VideoNode (a video clip), not {type(clip).__name__}")
+    # vsutil's disallow_variable_format tests `format is None`, which R81 never returns; checked here
+    if clip.format.id == vs.PresetVideoFormat.NONE:
+        raise ParameterError("clip: variable-format clips are not supported; give every frame one format")
+    if clip.width == 0 or clip.height == 0:
+        raise ParameterError("clip: variable-size clips are not supported; resize every frame to one size")
+    if clip.format.color_family not in (vs.YUV, vs.GRAY, vs.RGB):
+        raise ParameterError(f"clip: format {clip.format.name} is not supported; use YUV, GRAY or RGB")
+    if clip.num_frames < MIN_FRAMES:
+        raise ParameterError(f"clip: needs at least {MIN_FRAMES} frames to interpolate, it has {clip.num_frames}")
+    return clip
+
+
+def whole_number(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ParameterTypeError(f"{name}: must be a whole number, not {value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise ParameterError(f"{name}: must be a whole number of at least {minimum}, not {value!r}")
+    return value
+
+
+def number_in(name: str, value: object, low: float, high: float, allowed: str, low_open: bool = False) -> float:
+    """``value`` as a number within ``low``..``high`` (above ``low`` when ``low_open``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ParameterTypeError(f"{name}: must be {allowed}, not {value!r} ({type(value).__name__})")
+    if not (low < value if low_open else low <= value) or not value <= high:
+        raise ParameterError(f"{name}: must be {allowed}, not {value!r}")
+    return value
+
+
+def flag(name: str, value: object) -> bool:
+    if not isinstance(value, bool) and value not in (0, 1):
+        raise ParameterTypeError(f"{name}: must be True or False, not {value!r}")
+    return bool(value)
+
+
+def sc_threshold(name: str, value: object) -> float:
+    return number_in(name, value, 0, 2, SC_THRESHOLD_RANGE, low_open=True)
+
+
+def check_sc_detect(clip: object, threshold: object) -> None:
+    sc_threshold("threshold", threshold)
+    if not isinstance(clip, vs.VideoNode):
+        raise ParameterTypeError(f"clip: must be a vs.VideoNode (a video clip), not {type(clip).__name__}")
+
+
+@dataclass(frozen=True)
+class RateRequest:
+    """What the user asked for: a target rate (``fps``), else a factor of the source rate."""
+
+    factor: Fraction
+    fps: Fraction | None
+
+    @property
+    def name(self) -> str:
+        """The parameter an error about the output rate should name."""
+        return "factor_num" if self.fps is None else "fps_num"
+
+    def rates(self, source_rate: Fraction) -> tuple[Fraction, Fraction]:
+        """The output rate and its ratio to ``source_rate``. A clip of fps 0 has no source rate: with a
+        target its frames are placed by their times (the ratio plays no part), with a factor each frame's
+        duration is divided by it."""
+        if source_rate == 0:
+            return (self.fps, self.fps) if self.fps is not None else (self.factor, self.factor)
+        output = self.fps if self.fps is not None else source_rate * self.factor
+        return output, output / source_rate
+
+
+def rate_request(factor_num: object, factor_den: object, fps_num: object, fps_den: object) -> RateRequest:
+    factor = Fraction(whole_number("factor_num", factor_num, 1), whole_number("factor_den", factor_den, 1))
+    if fps_num is None and fps_den is not None:
+        raise ParameterError("fps_num: give fps_num too when fps_den is set (fps_den defaults to 1)")
+    if fps_num is None:
+        return RateRequest(factor, None)
+    fps = Fraction(whole_number("fps_num", fps_num, 1), whole_number("fps_den", 1 if fps_den is None else fps_den, 1))
+    return RateRequest(factor, fps)
+
+
+def plan_options(
+    same_rate: bool,
+    sc: object,
+    static_threshold: object,
+    dedup: object,
+    dedup_threshold: object,
+    max_hold: object,
+) -> PlanOptions:
+    fraction = "a number from 0 to 1"
+    still = None if static_threshold is None else number_in("static_threshold", static_threshold, 0, 1, fraction)
+    options = PlanOptions(
+        flag("sc", sc),
+        still,
+        flag("dedup", dedup),
+        number_in("dedup_threshold", dedup_threshold, 0, 1, fraction),
+        whole_number("max_hold", max_hold, 2),
+    )
+    if same_rate and not options.dedup:
+        raise ParameterError("factor_num: the same rate changes nothing; it is allowed only with dedup=True")
+    return options
+
+
+def frame_times(timecodes: object, frames: int) -> FrameTimes | None:
+    """``timecodes`` as :class:`FrameTimes` for a clip of ``frames`` frames (None: not given)."""
+    if timecodes is None:
+        return None
+    try:
+        if isinstance(timecodes, FrameTimes):
+            if timecodes.frames != frames:
+                raise TimecodesError(f"holds the times of {timecodes.frames} frames; the clip has {frames}")
+            return timecodes
+        if isinstance(timecodes, (str, os.PathLike)):
+            return read_timecodes(timecodes, frames)
+        if isinstance(timecodes, Sequence) and all(_is_time(x) for x in timecodes):
+            times = [Fraction(repr(x)) if isinstance(x, float) else Fraction(x) for x in timecodes]
+            return times_for_frames(times, frames, "the sequence")
+    except TimecodesError as e:
+        raise ParameterError(f"timecodes: {e.reason}") from None
+    raise ParameterTypeError(
+        "timecodes: must be a timecodes v2 file's path, a vsrife.FrameTimes or a sequence of start times in "
+        f"seconds, not {type(timecodes).__name__}"
+    )
+
+
+def _is_time(value: object) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float, Fraction)) and math.isfinite(value)
+
+
+def check_timing(timing: Timing, output_rate: Fraction, request: RateRequest) -> Timing:
+    """Refuse what cannot be rendered: more output frames than a clip holds, an output rate so low that
+    one output frame passes over many source frames, a rate VapourSynth cannot store."""
+    name = request.name
+    if timing.output_frames > MAX_OUTPUT_FRAMES:
+        raise ParameterError(
+            f"{name}: the output would have {_count(timing.output_frames)} frames ({timing.source_frames} source "
+            f"frames); a VapourSynth clip holds at most {MAX_OUTPUT_FRAMES}"
+        )
+    if timing.max_step > MAX_STEP:
+        raise ParameterError(
+            f"{name}: the output rate is too low: one output frame would pass over {_count(timing.max_step)} "
+            f"source frames (at most {MAX_STEP}); drop frames first (std.SelectEvery) or choose a higher rate"
+        )
+    if max(output_rate.numerator, output_rate.denominator) > MAX_RATE_TERM:
+        raise ParameterError(
+            f"{name}: the output rate's numerator or denominator does not fit VapourSynth's 64-bit rate fields"
+        )
+    return timing
+
+
+def _count(number: int) -> str:
+    digits = str(number)
+    return digits if len(digits) <= 15 else f"about {digits[0]}.{digits[1:3]}e{len(digits) - 1}"
+
+
+def model_name(model: object, model_path: object) -> str | None:
+    """The model asked for: ``model``, the default without a checkpoint, None to detect it from one."""
+    if model is None:
+        return None if model_path is not None else DEFAULT_MODEL
+    if not isinstance(model, str):
+        raise ParameterTypeError(f"model: must be a version string such as {DEFAULT_MODEL!r}, not {model!r}")
+    if model not in ARCHITECTURES:
+        raise ParameterError(f"model: unknown model {model!r}; known models: {', '.join(MODELS)}")
+    return model
+
+
+def capabilities(model: str | None, scale: object, ensemble: object) -> None:
+    """Refuse a ``scale`` or ``ensemble`` the model cannot take, naming the models that can. With ``model``
+    None (not known until a checkpoint is read) only ``scale`` itself is checked."""
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)):
+        raise ParameterTypeError(f"scale: must be one of {', '.join(map(str, SCALES))}, not {scale!r}")
+    if scale not in SCALES:
+        raise ParameterError(f"scale: must be one of {', '.join(map(str, SCALES))}, not {scale!r}")
+    ensemble = flag("ensemble", ensemble)
+    if model is None:
+        return
+    arch = architecture(model)
+    if scale not in arch.scales:
+        able = [m for m, a in ARCHITECTURES.items() if scale in a.scales]
+        raise ParameterError(f"scale: model {model} does not take scale={scale}; models that do: {', '.join(able)}")
+    if ensemble and not arch.supports_ensemble:
+        able = [m for m, a in ARCHITECTURES.items() if a.supports_ensemble]
+        raise ParameterError(
+            f"ensemble: model {model} does not support ensemble=True; models that do: {', '.join(able)}"
+        )
+
+
+def compute_device(device: object, device_index: object, trt: bool = False) -> torch.device:
+    """``device`` is ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; None picks CUDA when available, else the CPU.
+    ``device_index`` (HolyWu's parameter) picks the CUDA device when ``device`` names none; giving it asks
+    for CUDA, as ``trt=True`` does."""
+    import torch
+
+    if device_index is not None:
+        whole_number("device_index", device_index, 0)
+    if device is not None and not isinstance(device, str):
+        raise ParameterTypeError(f"device: must be 'cpu', 'cuda' or 'cuda:N', not {device!r}")
+    asked = "device_index" if device_index is not None else "trt" if trt else "device"
+    if device is None:
+        device = "cuda" if device_index is not None or trt or torch.cuda.is_available() else "cpu"
+    kind, _, index_text = device.strip().lower().partition(":")
+    if kind == "cpu" and not index_text:
+        if device_index is not None or trt:
+            raise DeviceError(f"{asked}: asks for CUDA, but device='cpu' was given; drop one of them")
+        return torch.device("cpu")
+    if kind != "cuda" or (index_text and not index_text.isdigit()):
+        raise DeviceError(f"device: must be 'cpu', 'cuda' or 'cuda:N', not {device!r}")
+    if not torch.cuda.is_available():
+        given = f"device_index={device_index}" if asked == "device_index" else "trt=True" if trt else repr(device)
+        raise DeviceError(f"{asked}: {given} asks for CUDA, which is not available here; use device='cpu'")
+    index = int(index_text) if index_text else (device_index or 0)
+    count = torch.cuda.device_count()
+    if index >= count:
+        raise DeviceError(f"{asked}: cuda:{index} does not exist; this machine has cuda:0 to cuda:{count - 1}")
+    return torch.device("cuda", index)
+
+
+def announce_trt(trt: bool, given: dict[str, object]) -> None:
+    """HolyWu's TensorRT switch and options, for scripts written for PyPI ``vsrife`` 5.x: ``trt=True``
+    runs vsrife's fastest CUDA path; the shape, workspace and cache options do not apply. One line on stderr
+    says each."""
+    if trt:
+        print("vsrife: trt=True: no TensorRT here; running vsrife's own CUDA path", file=sys.stderr)
+    if given:
+        print(f"vsrife: ignored (no TensorRT here): {', '.join(sorted(given))}", file=sys.stderr)
