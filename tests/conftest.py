@@ -71,9 +71,9 @@ def pytest_terminal_summary(terminalreporter) -> None:
     totals = {"ours": [0, 0, 0], "baseline": [0, 0, 0]}
     for name, ours in report.items():
         base = module.BASELINE_REPORT[name]
-        write(f"{name:<46} {'%d / %d / %d' % ours:>17} {'%d / %d / %d' % base:>17}")
+        write(f"{name:<46} {' / '.join(map(str, ours)):>17} {' / '.join(map(str, base)):>17}")
         for key, row in (("ours", ours), ("baseline", base)):
-            totals[key] = [a + b for a, b in zip(totals[key], row)]
+            totals[key] = [a + b for a, b in zip(totals[key], row, strict=True)]
     cells = []
     for hits, false, missed in totals.values():
         precision = hits / (hits + false) if hits + false else 1.0

@@ -69,7 +69,7 @@ def test_format_round_trip(rgb, rgb_path, fmt, min_psnr):
     out = rife(clip, model="4.26", device="cpu")
     assert (out.format.id, out.width, out.height, out.num_frames) == (fmt, 128, 96, 8)
     for k in range(4):  # source frames pass through bit-exact, never converted
-        assert all(np.array_equal(a, b) for a, b in zip(planes(out, 2 * k), planes(clip, k)))
+        assert all(np.array_equal(a, b) for a, b in zip(planes(out, 2 * k), planes(clip, k), strict=True))
     for n in (1, 3, 5):
         got = frame_array(to_rgbs(out), n)
         expected = frame_array(rgb_path, n)
@@ -104,11 +104,11 @@ def test_full_range_is_honoured(rgb, rgb_path):
 @pytest.mark.parametrize(
     ("props", "size", "matrix", "limited"),
     [
-        ({}, (1280, 720), formats.BT709, True),
-        ({}, (720, 480), formats.SMPTE170M, True),
-        ({"_Matrix": 2}, (1920, 1080), formats.BT709, True),
-        ({"_Matrix": 6}, (1920, 1080), formats.SMPTE170M, True),
-        ({"_Matrix": 9, "_Range": 1}, (3840, 2160), formats.BT2020_NCL, False),
+        ({}, (1280, 720), vs.MATRIX_BT709, True),
+        ({}, (720, 480), vs.MATRIX_ST170_M, True),
+        ({"_Matrix": 2}, (1920, 1080), vs.MATRIX_BT709, True),
+        ({"_Matrix": 6}, (1920, 1080), vs.MATRIX_ST170_M, True),
+        ({"_Matrix": 9, "_Range": 1}, (3840, 2160), vs.MATRIX_BT2020_NCL, False),
         ({"_ColorRange": 0}, (640, 360), 6, False),
     ],
 )

@@ -103,9 +103,9 @@ def rife(
                           timecodes v2 file (``bs.VideoSource(..., timecodes=PATH)`` writes one; ms per
                           line), a :class:`vsrife.FrameTimes` (``vsrife.open_source(PATH).times``: the
                           container's timestamps), or a sequence of start times in seconds (``num_frames``
-                          of them, or one more: the end of the last frame). Output frames are placed by these times at a constant rate:
-                          ``fps_num/fps_den``, or ``factor × clip.fps``. Default None: frames evenly spaced
-                          at ``clip.fps``.
+                          of them, or one more: the end of the last frame). Output frames are placed by
+                          these times at a constant rate: ``fps_num/fps_den``, or ``factor × clip.fps``.
+                          Default None: frames evenly spaced at ``clip.fps``.
     :return:              A clip in the input's format and size at the new rate: ``ceil(frames × ratio)``
                           frames; source frames pass through bit-exact; every frame keeps the props of the
                           source frame it is nearest to, with the output rate's ``_DurationNum/_DurationDen``

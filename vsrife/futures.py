@@ -8,13 +8,9 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Generic, TypeVar
-
-K = TypeVar("K", bound=Hashable)
-V = TypeVar("V")
 
 
-class FutureCache(Generic[K, V]):
+class FutureCache[K: Hashable, V]:
     """Keys to futures, at most ``capacity`` of them: past that the least recently used is dropped (whoever
     holds its future still gets the value). A computation that fails is forgotten, so a later call tries
     again."""

@@ -93,7 +93,7 @@ class FeatureEncoder(nn.Module):
         convs += [nn.Conv2d(spec.hidden, spec.hidden, 3, 1, 1) for _ in range(spec.inner_convs)]
         convs.append(nn.ConvTranspose2d(spec.hidden, spec.out, 4, 2, 1))
         self.layer_names = [self._name(spec, i) for i in range(len(convs))]
-        for name, layer in zip(self.layer_names, convs):
+        for name, layer in zip(self.layer_names, convs, strict=True):
             self.add_module(name, layer)
         self.relu = nn.LeakyReLU(0.2, True)
 
@@ -292,7 +292,7 @@ class IFNet(nn.Module):
     ) -> Tensor:
         if self.arch.retries_large_motion and img0.shape[0] > 1:
             # the large-motion retry is decided per pair; run pairs one at a time to keep that exact
-            pairs = zip(img0.split(1), img1.split(1), timestep.split(1), *self._split(feat0, feat1))
+            pairs = zip(img0.split(1), img1.split(1), timestep.split(1), *self._split(feat0, feat1), strict=True)
             return torch.cat([self.forward(*pair) for pair in pairs])
         img0 = img0.clamp(0.0, 1.0)
         img1 = img1.clamp(0.0, 1.0)
@@ -324,7 +324,7 @@ class IFNet(nn.Module):
             img if feat is None else torch.cat((img, feat), 1) for img, feat in ((img0, feat0), (img1, feat1))
         )
         flow = mask = carried = None
-        for i, (block, s) in enumerate(zip(self.blocks, scales)):
+        for i, (block, s) in enumerate(zip(self.blocks, scales, strict=True)):
             points = points_for(s, full)
             factor, last = s * block.upscale, i == len(scales) - 1
             pieces = self._block_input(points, frames, timestep, flow, mask, carried)

@@ -117,7 +117,7 @@ def sc_detect(clip: vs.VideoNode, threshold: float = DEFAULT_THRESHOLD) -> vs.Vi
     last = clip.num_frames - 1
 
     def mark(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
-        pictures = {n + k: np.asarray(frame[0]) for k, frame in zip(CONTEXT, f[1:]) if 0 <= n + k <= last}
+        pictures = {n + k: np.asarray(frame[0]) for k, frame in zip(CONTEXT, f[1:], strict=True) if 0 <= n + k <= last}
         out = f[0].copy()
         out.props[PREV] = int(
             n > 0 and cut_between(pictures.get(n - 2), pictures[n - 1], pictures[n], pictures.get(n + 1), threshold)

@@ -26,7 +26,7 @@ from ..filter import rife
 from ..network import IFNet
 from ..params import compute_device, model_name
 from ..sources import open_video
-from ..variants import architecture
+from ..variants import DEFAULT_MODEL, architecture
 from . import samples, upstream
 
 SOURCE_FRAMES = 8
@@ -34,7 +34,7 @@ SOURCE_FRAMES = 8
 
 @dataclass(frozen=True)
 class BenchConfig:
-    model: str = "4.26"
+    model: str = DEFAULT_MODEL
     width: int = 1920
     height: int = 1080
     factor: Fraction = Fraction(2)

@@ -39,13 +39,15 @@ def fetch_member(source: str, target: Path, sha256: str | None, size: int | None
 def _extract_from_deb(deb: Path, member: str, out_path: Path, source: str) -> None:
     wanted = "." + member if member.startswith("/") else "./" + member
     # stderr silenced: dpkg-deb complains when the reading stops early, as it does once the file is found
-    with subprocess.Popen(
-        ["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
-    ) as unpack:
-        with tarfile.open(fileobj=unpack.stdout, mode="r|") as archive:
-            for entry in archive:
-                if entry.name == wanted and entry.isfile():
-                    with archive.extractfile(entry) as src, open(out_path, "wb") as out:
-                        shutil.copyfileobj(src, out, CHUNK)
-                    return
+    with (
+        subprocess.Popen(
+            ["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        ) as unpack,
+        tarfile.open(fileobj=unpack.stdout, mode="r|") as archive,
+    ):
+        for entry in archive:
+            if entry.name == wanted and entry.isfile():
+                with archive.extractfile(entry) as src, open(out_path, "wb") as out:
+                    shutil.copyfileobj(src, out, CHUNK)
+                return
     raise DownloadError(f"{source}: the package holds no {member}")

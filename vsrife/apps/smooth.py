@@ -9,6 +9,7 @@ neither.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -270,10 +271,8 @@ def run(options: Options) -> int:
             writer.start()
             while writer.is_alive():
                 writer.join(0.2)
-            try:
+            with contextlib.suppress(BrokenPipeError):  # the encoder is gone; its exit status tells
                 encoder.stdin.close()
-            except BrokenPipeError:  # the encoder is gone; its exit status tells
-                pass
             if encoder.wait() != 0 or writer.error is not None:
                 raise SmoothError(f"encoding failed: {_last_line(log) or writer.error}")
             os.replace(partial, options.output)

@@ -1,0 +1,127 @@
+"""The house: the library apart from its applications, light commands without torch, lint-clean code, and
+a wheel and an sdist that carry what they must (built and installed here, from this tree)."""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+
+
+def run(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(args, capture_output=True, text=True, timeout=600, check=False, **kwargs)
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Absolute names of what a module of the package imports (relative imports resolved)."""
+    package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = package.rsplit(".", node.level - 1)[0] if node.level else ""
+            module = ".".join(filter(None, [base, node.module]))
+            names |= {module} | {f"{module}.{alias.name}" for alias in node.names}
+        elif isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+    return names
+
+
+def test_the_library_never_imports_the_applications():
+    library = [p for p in (ROOT / "vsrife").glob("*.py") if p.name != "__main__.py"]  # `python -m vsrife`
+    assert library, "the library's modules"
+    for path in library:
+        assert not any(name.startswith("vsrife.apps") for name in imported_modules(path)), path.name
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["weights", "list"], ["samples", "list"], ["smooth", "--help"]])
+def test_light_commands_do_not_import_torch(argv):
+    code = (
+        "import sys\nfrom vsrife.apps import cli\ntry:\n    cli.main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    result = run(PYTHON, "-c", code, *argv)
+    assert result.returncode == 0, result.stderr
+    assert "usage" in result.stdout or "model" in result.stdout or "present" in result.stdout
+
+
+def test_import_vsrife_is_lazy_and_complete():
+    code = (
+        "import sys, vsrife\nassert 'torch' not in sys.modules\n"
+        "for name in vsrife.__all__:\n    getattr(vsrife, name)\nassert 'torch' in sys.modules\n"
+        "print(vsrife.rife.__module__, vsrife.DEFAULT_MODEL)"
+    )
+    result = run(PYTHON, "-c", code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["vsrife.filter", "4.26"]
+
+
+def test_code_is_lint_clean():
+    ruff = Path(PYTHON).parent / "ruff"
+    for args in (["check", "vsrife", "tests", "examples"], ["format", "--check", "vsrife", "tests", "examples"]):
+        result = run(str(ruff), *args, cwd=ROOT)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("wheel")
+    result = run(PYTHON, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(folder), str(ROOT))
+    assert result.returncode == 0, result.stderr
+    return next(folder.glob("vsrife-*.whl"))
+
+
+def test_wheel_carries_the_package_its_data_and_licence(wheel):
+    names = zipfile.ZipFile(wheel).namelist()
+    for member in ("vsrife/registry.json", "vsrife/py.typed", "vsrife/apps/cli.py", "vsrife/filter.py"):
+        assert member in names
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
+    assert not any(n.startswith(("tests/", "weights/")) for n in names)
+    metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+    assert "License-Expression: MIT" in metadata and "Requires-Dist: vapoursynth" in metadata
+
+
+def test_installed_wheel_runs_rife_and_the_command_line(wheel, tmp_path):
+    """Installed apart from this tree (its dependencies from the test environment): the registry is found
+    under its one name, the console script and ``rife()`` run from the installed copy."""
+    site = tmp_path / "site"
+    result = run(PYTHON, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel))
+    assert result.returncode == 0, result.stderr
+    env = {"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin", "HOME": str(Path.home())}
+    env |= {k: v for k, v in os.environ.items() if k == "VSRIFE_CACHE_DIR"}
+    listing = run(PYTHON, str(site / "bin" / "vsrife"), "weights", "list", env=env, cwd=tmp_path)
+    assert listing.returncode == 0, listing.stderr
+    assert "4.26" in listing.stdout and "4.25/4.26 family" in listing.stdout
+    code = (
+        "import vapoursynth as vs, vsrife\n"
+        f"assert vsrife.__file__.startswith({str(site)!r}), vsrife.__file__\n"
+        "clip = vs.core.std.BlankClip(format=vs.RGBS, width=64, height=64, length=3)\n"
+        "print(vsrife.rife(clip, model='4.6', device='cpu').num_frames)\n"
+    )
+    rendered = run(PYTHON, "-c", code, env=env, cwd=tmp_path)
+    assert rendered.returncode == 0, rendered.stderr
+    assert rendered.stdout.strip() == "6"
+
+
+def test_sdist_holds_what_the_tests_need(tmp_path):
+    result = run(PYTHON, "-m", "build", "--sdist", "--outdir", str(tmp_path), str(ROOT))
+    assert result.returncode == 0, result.stdout + result.stderr
+    sdist = next(tmp_path.glob("vsrife-*.tar.gz"))
+    with tarfile.open(sdist) as archive:
+        names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+        archive.extractall(tmp_path / "unpacked", filter="data")
+    for member in ("LICENSE", "Makefile", "tests/conftest.py", "tests/helpers.py", "vsrife/registry.json"):
+        assert member in names
+    unpacked = next((tmp_path / "unpacked").iterdir())
+    env = {"PYTHONPATH": str(unpacked), "PATH": "/usr/bin:/bin", "HOME": str(Path.home())}
+    collected = run(PYTHON, "-m", "pytest", "--collect-only", "-q", "tests", cwd=unpacked, env=env)
+    assert collected.returncode == 0, collected.stdout[-2000:]
+    assert " tests collected" in collected.stdout or "tests collected" in collected.stdout
