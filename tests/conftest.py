@@ -7,17 +7,36 @@ imported from a temporary package; its ``__init__`` is not used.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 import vapoursynth as vs
 
 from vsrife import weights
 from vsrife.apps import samples
 from vsrife.apps import upstream as reference
+
+
+def compute_devices() -> list[str]:
+    """Where device-dependent tests run: the CPU always, CUDA when there is one. ``VSRIFE_TEST_DEVICE=cuda``
+    makes a missing GPU an error (not a skip); ``=cpu`` keeps to the CPU."""
+    wanted = os.environ.get("VSRIFE_TEST_DEVICE", "")
+    has_cuda = torch.cuda.is_available()
+    if wanted == "cuda" and not has_cuda:
+        raise pytest.UsageError("VSRIFE_TEST_DEVICE=cuda, but torch sees no CUDA device")
+    if wanted in ("cpu", "cuda"):
+        return [wanted]
+    return ["cpu", "cuda"] if has_cuda else ["cpu"]
+
+
+def pytest_generate_tests(metafunc) -> None:
+    if "device" in metafunc.fixturenames:
+        metafunc.parametrize("device", compute_devices())
 
 
 @pytest.fixture(scope="session")
@@ -59,6 +78,22 @@ def small_bunny(sample_path, tmp_path_factory) -> Path:
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
+    _colour_summary(terminalreporter)
+    _scene_summary(terminalreporter)
+
+
+def _colour_summary(terminalreporter) -> None:
+    """Print how synthesized frames of each format family agree with the former zimg path."""
+    report = getattr(sys.modules.get("test_colour"), "COLOUR_REPORT", None)
+    if not report:
+        return
+    terminalreporter.section("device colour conversion against the zimg path (synthesized frames)")
+    for family, figures in report.items():
+        shown = ", ".join(f"{key} {value:.4g}" for key, value in figures.items())
+        terminalreporter.write_line(f"{family:<20} {shown}")
+
+
+def _scene_summary(terminalreporter) -> None:
     """Print the scene-change detector's precision and recall on the real material the tests used, next to
     a fixed mean-difference threshold (misc.SCDetect's method) on the same frames."""
     module = sys.modules.get("test_scene")

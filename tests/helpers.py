@@ -33,6 +33,8 @@ def frame_array(clip: vs.VideoNode, n: int) -> np.ndarray:
     return frames.to_array(clip.get_frame(n), np.float32)
 
 
-def upstream_forward(module, state_dict: dict, img0, img1, t: float, scale=1.0, ensemble=False, multiple=1):
+def upstream_forward(
+    module, state_dict: dict, img0, img1, t: float, scale=1.0, ensemble=False, multiple=1, device="cpu"
+):
     """Upstream's output (see :func:`vsrife.apps.upstream.forward`)."""
-    return upstream.forward(module, state_dict, img0, img1, t, scale, ensemble, multiple)
+    return upstream.forward(module, state_dict, img0, img1, t, scale, ensemble, multiple, device)

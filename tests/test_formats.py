@@ -8,10 +8,12 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+import torch
 import vapoursynth as vs
 
 from helpers import clip_from_array, frame_array, read_rgb_frames
 from vsrife import formats, rife
+from vsrife.errors import ParameterError
 
 FORMATS = [
     (vs.YUV420P8, 30.0),
@@ -115,15 +117,23 @@ def test_full_range_is_honoured(rgb, rgb_path):
 def test_colour_props_and_defaults(props, size, matrix, limited):
     clip = vs.core.std.BlankClip(format=vs.YUV420P8, width=size[0], height=size[1], length=2)
     clip = clip.std.RemoveFrameProps(["_Matrix", "_Range", "_ColorRange"]).std.SetFrameProps(**props)
-    colour = formats.converter(clip).colour
+    colour = formats.colour_of(clip)
     assert (colour.matrix, colour.limited) == (matrix, limited)
 
 
 def test_working_copy_uses_the_clips_matrix(rgb):
     """A clip tagged BT.601 at HD size is converted with BT.601, not the HD default."""
     clip = to_format(rgb.resize.Bicubic(1280, 720), vs.YUV444P16, matrix_s="170m")
-    working = formats.converter(clip).to_working(clip)
-    assert np.array_equal(frame_array(working, 0), frame_array(to_rgbs(clip, matrix_in_s="170m"), 0))
+    convert = formats.DeviceConverter(clip.format, 1280, 720, formats.colour_of(clip), torch.device("cpu"))
+    got = convert.to_rgb([torch.from_numpy(p) for p in planes(clip, 0)])[0].numpy()
+    assert np.abs(got - frame_array(to_rgbs(clip, matrix_in_s="170m"), 0)).max() < 1e-6
+
+
+@pytest.mark.parametrize("matrix", [10, 12, 13, 14])
+def test_matrices_that_need_the_transfer_function_are_refused(rgb, matrix):
+    clip = to_format(rgb, vs.YUV444P16).std.SetFrameProps(_Matrix=matrix)
+    with pytest.raises(ParameterError, match=f"clip: its _Matrix is .* \\({matrix}\\), which needs the transfer"):
+        rife(clip, model="4.26", device="cpu")
 
 
 def test_props_follow_the_nearest_source_frame(rgb):

@@ -1,4 +1,7 @@
-"""Our filter on real RIFE weights and real frames equals upstream's implementation (the oracle)."""
+"""Our filter on real RIFE weights and real frames equals upstream's implementation (the oracle).
+
+The first test runs on every compute device (see conftest's ``device``): fp32 there is IEEE fp32 on both
+sides. Padding, scale and ensemble are the network's arithmetic, the same on any device: CPU only."""
 
 from __future__ import annotations
 
@@ -26,12 +29,12 @@ def raw_state_dict(path) -> dict:
 
 
 @pytest.mark.parametrize("model", REAL_MODELS)
-def test_real_weights_equal_upstream(model, real_frames, upstream, weights_file):
-    out = rife(clip_from_array(real_frames), model=model, factor_num=4, device="cpu")
+def test_real_weights_equal_upstream(model, real_frames, upstream, weights_file, device):
+    out = rife(clip_from_array(real_frames), model=model, factor_num=4, device=device, fp16=False)
     img0, img1 = (torch.from_numpy(real_frames[i : i + 1]) for i in range(2))
     state = raw_state_dict(weights_file(model))
     for n, t in [(1, 0.25), (2, 0.5), (3, 0.75)]:
-        expected = upstream_forward(upstream(model), state, img0, img1, t)[0].numpy()
+        expected = upstream_forward(upstream(model), state, img0, img1, t, device=device)[0].numpy()
         got = frame_array(out, n)
         assert np.abs(got - expected).max() <= TOLERANCE, f"{model} t={t}"
         # a real in-between: not a copy of either source frame

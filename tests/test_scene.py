@@ -168,9 +168,10 @@ def shot(sample_path) -> np.ndarray:
 
 
 def count_network_calls(monkeypatch) -> list[int]:
+    """Each batched forward the engine runs, as how many in-betweens it made."""
     calls = []
     original = Engine.interpolate
-    monkeypatch.setattr(Engine, "interpolate", lambda self, *a: calls.append(1) or original(self, *a))
+    monkeypatch.setattr(Engine, "interpolate", lambda self, *a: calls.append(len(a[2])) or original(self, *a))
     return calls
 
 
@@ -184,7 +185,8 @@ def test_still_pairs_skip_the_network_bit_exact(shot, monkeypatch):
     for n in range(out.num_frames):
         out.get_frame(n)
     in_betweens, after_the_end, in_still_pairs = 4 * 7 - 7, 3, 2 * 3
-    assert len(calls) == in_betweens - after_the_end - in_still_pairs
+    assert sum(calls) == in_betweens - after_the_end - in_still_pairs
+    assert calls == [3] * len(calls), "each pair's three timesteps in one forward, once"
 
 
 def test_static_threshold_none_always_interpolates(shot, monkeypatch):

@@ -1,13 +1,22 @@
-"""The device engine: one network on one device, fed from VapourSynth frames.
+"""The device engine: one network on one device, fed with the clip's own planes.
 
-Each source frame is converted, moved to the device, padded and (4.7+) encoded once, then shared by
-every output frame that needs it through a small thread-safe cache.
+Each source frame goes to the device in its own sample type (uint8, uint16, half, float), is converted
+there to the network's RGB (:class:`~vsrife.formats.DeviceConverter`), padded and (4.7+) encoded once, and
+is shared by every in-between that needs it through a cache sized in bytes. The in-betweens of one pair
+(all its timesteps) are one batched forward; the result is converted back to the clip's own format on the
+device and only that comes back to the host.
+
+On CUDA each worker has a stream; upload, compute and download are ordered by CUDA events, not by waiting
+on the host: the host waits once per batch, for its download, where the frame leaves for VapourSynth.
+Pinned host buffers are allocated once per worker and reused. "fp32" means IEEE fp32 (TF32 off for our
+convolutions, per call).
 """
 
 from __future__ import annotations
 
 import os
 import queue
+import threading
 import weakref
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +31,7 @@ import vapoursynth as vs
 
 from . import frames
 from .errors import OutOfMemory
+from .formats import DeviceConverter
 from .futures import FutureCache
 from .network import IFNet
 
@@ -33,26 +43,36 @@ def _is_out_of_memory(error: BaseException) -> bool:
 
 @dataclass(frozen=True)
 class Job:
-    """An in-between to synthesize: source frames ``left`` and ``right`` (numbers and frames), at ``t``."""
+    """The in-betweens of one pair of source frames (numbers and frames) at timesteps ``ts`` (each 0 < t < 1),
+    computed in one batched forward."""
 
     left: int
     right: int
-    t: float
+    ts: tuple[float, ...]
     left_frame: vs.VideoFrame = field(compare=False)
     right_frame: vs.VideoFrame = field(compare=False)
 
     @property
-    def key(self) -> tuple[int, int, float]:
-        return self.left, self.right, self.t
+    def key(self) -> tuple[int, int, tuple[float, ...]]:
+        return self.left, self.right, self.ts
 
 
 @dataclass(frozen=True)
 class Prepared:
-    """A source frame on the device: padded image ``[1, 3, H, W]`` and encoder features (4.7+)."""
+    """A source frame on the device: padded RGB ``[1, 3, H, W]``, encoder features (4.7+), and the CUDA event
+    after which both are complete (None on the CPU)."""
 
     image: torch.Tensor
     features: torch.Tensor | None
+    ready: torch.cuda.Event | None
 
+    @property
+    def bytes(self) -> int:
+        tensors = [self.image] + ([self.features] if self.features is not None else [])
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+
+Planes = list[np.ndarray]  # one frame's planes in the clip's own sample type
 
 MAX_CPU_WORKERS = 8
 CPU_BYTES_PER_PIXEL = 640  # peak host memory of one 4.26 forward, measured at 1280x768 and 1920x1088
@@ -91,24 +111,109 @@ def _available_memory() -> float:
 
 
 class _Lane:
-    """One worker's place to run: a CUDA stream (or none on the CPU)."""
+    """One worker's place to run: a CUDA stream and its pinned host buffers (on the CPU: neither)."""
 
     def __init__(self, device: torch.device) -> None:
+        self.device = device
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self._pinned: dict[tuple, tuple[torch.Tensor, torch.cuda.Event | None]] = {}
 
     def context(self):
         return torch.cuda.stream(self.stream) if self.stream is not None else nullcontext()
 
-    def finish(self) -> None:
-        if self.stream is not None:
-            self.stream.synchronize()
+    def record(self) -> torch.cuda.Event | None:
+        if self.stream is None:
+            return None
+        event = torch.cuda.Event()
+        event.record(self.stream)
+        return event
+
+    def use(self, prepared: Prepared) -> None:
+        """Order this lane after ``prepared`` was made (maybe on another lane) and keep its memory alive."""
+        if self.stream is None:
+            return
+        if prepared.ready is not None:
+            self.stream.wait_event(prepared.ready)
+        for tensor in (prepared.image, prepared.features):
+            if tensor is not None:
+                tensor.record_stream(self.stream)
+
+    def upload(self, planes: Planes) -> list[torch.Tensor]:
+        """The planes on the device, in their own sample type (on the CPU, a copy: VapourSynth's frames are
+        read-only)."""
+        if self.stream is None:
+            return [torch.from_numpy(p.copy()) for p in planes]
+        out = []
+        for i, plane in enumerate(planes):
+            host = torch.from_numpy(plane)
+            key = ("up", i, tuple(host.shape), host.dtype)
+            buffer = self._buffer(key, host.shape, host.dtype)
+            buffer.copy_(host)
+            out.append(buffer.to(self.device, non_blocking=True))
+            self._pinned[key] = (buffer, self.record())  # the buffer is free again once this copy is done
+        return out
+
+    def download(self, tensors: list[torch.Tensor]) -> Planes:
+        """``tensors`` on the host; the one place a batch makes the host wait."""
+        if self.stream is None:
+            return [t.numpy() for t in tensors]
+        buffers = []
+        for i, tensor in enumerate(tensors):
+            key = ("down", i, tuple(tensor.shape), tensor.dtype)
+            buffer = self._buffer(key, tensor.shape, tensor.dtype)
+            buffer.copy_(tensor, non_blocking=True)
+            buffers.append(buffer)
+        done = self.record()
+        done.synchronize()
+        return [b.numpy().copy() for b in buffers]  # copied out: the buffers serve this lane's next batch
+
+    def _buffer(self, key: tuple, shape, dtype: torch.dtype) -> torch.Tensor:
+        buffer, busy = self._pinned.get(key, (None, None))
+        if buffer is None:
+            buffer = torch.empty(tuple(shape), dtype=dtype, pin_memory=True)
+            self._pinned[key] = (buffer, None)
+        elif busy is not None:
+            busy.synchronize()  # its last copy to the device is long done, almost always
+        return buffer
+
+
+_TF32 = threading.Lock()
+_tf32_users = 0
+_tf32_saved = True
+
+
+@contextmanager
+def ieee_fp32(device: torch.device) -> Iterator[None]:
+    """cuDNN convolutions in IEEE fp32 (no TF32) while any worker is inside; the user's setting restored
+    when the last one leaves."""
+    global _tf32_users, _tf32_saved
+    if device.type != "cuda":
+        yield
+        return
+    with _TF32:
+        if _tf32_users == 0:
+            _tf32_saved = torch.backends.cudnn.allow_tf32
+            torch.backends.cudnn.allow_tf32 = False
+        _tf32_users += 1
+    try:
+        yield
+    finally:
+        with _TF32:
+            _tf32_users -= 1
+            if _tf32_users == 0:
+                torch.backends.cudnn.allow_tf32 = _tf32_saved
+
+
+CUDA_CACHE_BYTES = 1 << 30  # prepared frames kept on a GPU
+CPU_CACHE_SHARE = 8  # on the CPU: at most an eighth of the available memory
+MAX_BATCH = 8  # timesteps of one pair per forward
 
 
 class Engine:
-    """Runs ``net`` on ``device`` for frames of ``width`` × ``height``, padded to ``multiple``.
+    """Runs ``net`` on ``device`` for frames of ``convert``'s format and size, padded to ``multiple``.
 
-    Up to ``lanes.workers`` calls run at once (VapourSynth asks for frames from several threads); each
-    call finishes its device work before returning, so cached tensors are complete when shared.
+    Up to ``lanes.workers`` batches run at once (VapourSynth asks for frames from several threads, and the
+    filter starts the next in-betweens early).
     """
 
     def __init__(
@@ -116,20 +221,20 @@ class Engine:
         net: IFNet,
         device: torch.device,
         dtype: torch.dtype,
-        width: int,
-        height: int,
+        convert: DeviceConverter,
         multiple: int,
-        cache_frames: int,
+        max_cached: int,
         lanes: Lanes | None = None,
     ) -> None:
         self.net = net.eval().to(device, dtype)
         self.device = device
         self.dtype = dtype
-        self.width = width
-        self.height = height
-        self.padding = (0, -width % multiple, 0, -height % multiple)
-        self.sources: FutureCache[int, Prepared] = FutureCache(cache_frames)
-        self.lanes = lanes or Lanes.choose(device, width + self.padding[1], height + self.padding[3])
+        self.convert = convert
+        self.width, self.height = convert.width, convert.height
+        self.padding = (0, -self.width % multiple, 0, -self.height % multiple)
+        padded = (self.width + self.padding[1], self.height + self.padding[3])
+        self.lanes = lanes or Lanes.choose(device, *padded)
+        self.sources: FutureCache[int, Prepared] = FutureCache(self._cache_frames(padded, max_cached))
         if device.type == "cpu":
             torch.set_num_threads(self.lanes.threads)
         self._free: queue.SimpleQueue[_Lane] = queue.SimpleQueue()
@@ -137,16 +242,24 @@ class Engine:
             self._free.put(_Lane(device))
         pool = ThreadPoolExecutor(self.lanes.workers, thread_name_prefix="vsrife")
         weakref.finalize(self, pool.shutdown, wait=False, cancel_futures=True)
-        # in-betweens started before VapourSynth asks for them (its Python callbacks run one at a time)
-        self._ahead: FutureCache[tuple, np.ndarray] = FutureCache(4 * self.lanes.workers + 4, pool)
+        # batches started before VapourSynth asks for them (its Python callbacks run one at a time)
+        self._ahead: FutureCache[tuple, list[Planes]] = FutureCache(4 * self.lanes.workers + 4, pool)
+
+    def _cache_frames(self, padded: tuple[int, int], most: int) -> int:
+        """How many prepared frames the cache keeps: what the byte budget allows, at least what the workers
+        have in hand, at most what the filter can still ask for (``most``)."""
+        channels = 3 + 2 * self.net.arch.encoder_channels  # RGB and features (at worst twice as wide)
+        frame_bytes = channels * padded[0] * padded[1] * torch.finfo(self.dtype).bits // 8
+        budget = CUDA_CACHE_BYTES if self.device.type == "cuda" else _available_memory() / CPU_CACHE_SHARE
+        return int(max(2 * self.lanes.workers + 2, min(most, budget // frame_bytes)))
 
     @contextmanager
     def _lane(self) -> Iterator[_Lane]:
         lane = self._free.get()
+        precision = ieee_fp32(self.device) if self.dtype == torch.float32 else nullcontext()
         try:
-            with lane.context(), torch.inference_mode():
+            with lane.context(), torch.inference_mode(), precision:
                 yield lane
-                lane.finish()
         finally:
             self._free.put(lane)
 
@@ -155,39 +268,45 @@ class Engine:
         return self.sources.get(index, lambda: self._upload(frame))
 
     def _upload(self, frame: vs.VideoFrame) -> Prepared:
-        planes = frames.to_array(frame)
-        host = torch.from_numpy(planes)
-        with self._lane():
-            if self.device.type == "cuda":
-                host = host.pin_memory()
-            image = host.to(self.device, self.dtype, non_blocking=True).unsqueeze(0)
-            if any(self.padding):
-                image = F.pad(image, self.padding)
-            return Prepared(image, self.net.features(image))
+        with self._lane() as lane:
+            rgb = self.convert.to_rgb(lane.upload(frames.plane_list(frame))).to(self.dtype)
+            image = F.pad(rgb, self.padding) if any(self.padding) else rgb.contiguous()
+            features = self.net.features(image)
+            return Prepared(image, features, lane.record())
 
-    def interpolate(self, left: Prepared, right: Prepared, t: float) -> np.ndarray:
-        """The frame at timestep ``t`` (0..1) between two prepared frames, cropped, on the host:
-        ``[3, H, W]`` float32 (float16 when computing in fp16)."""
+    def interpolate(self, left: Prepared, right: Prepared, ts: tuple[float, ...]) -> list[Planes]:
+        """The frames at timesteps ``ts`` between two prepared frames, in the clip's own format, on the host."""
+        batch = len(ts)
         _, _, h, w = left.image.shape
-        with self._lane():
-            timestep = torch.full((1, 1, h, w), t, dtype=self.dtype, device=self.device)
-            out = self.net(left.image, right.image, timestep, left.features, right.features)
-            out = out[0, :, : self.height, : self.width].to("cpu", non_blocking=self.device.type == "cuda")
-        return out.numpy()
+        with self._lane() as lane:
+            lane.use(left)
+            lane.use(right)
+            timestep = torch.tensor(ts, dtype=self.dtype, device=self.device).view(batch, 1, 1, 1)
+            out = self.net(
+                left.image.expand(batch, -1, -1, -1),
+                right.image.expand(batch, -1, -1, -1),
+                timestep.expand(batch, 1, h, w),
+                _batch(left.features, batch),
+                _batch(right.features, batch),
+            )
+            planes = lane.download(self.convert.from_rgb(out[:, :, : self.height, : self.width]))
+        return [[plane[i] for plane in planes] for i in range(batch)]
 
-    def synthesize(self, job: Job) -> np.ndarray:
-        """The in-between ``job`` asks for; waits for it if it was started ahead, else computes it."""
-        return self._ahead.take(job.key, partial(self._run, job))
+    def synthesize(self, job: Job, t: float) -> Planes:
+        """The in-between at ``t`` of ``job``'s pair; waits for the batch if it was started ahead, else
+        computes it. The batch is kept until each of its timesteps was asked for once."""
+        images = self._ahead.take(job.key, partial(self._run, job), uses=len(job.ts))
+        return images[job.ts.index(t)]
 
     def start(self, job: Job) -> None:
-        """Start computing ``job`` in the background, so that it is ready when asked for."""
+        """Start computing ``job``'s batch in the background, so that it is ready when asked for."""
         self._ahead.start(job.key, partial(self._run, job))
 
-    def _run(self, job: Job) -> np.ndarray:
+    def _run(self, job: Job) -> list[Planes]:
         try:
             left = self.prepare(job.left, job.left_frame)
             right = self.prepare(job.right, job.right_frame)
-            return self.interpolate(left, right, job.t)
+            return self.interpolate(left, right, job.ts)
         except (torch.cuda.OutOfMemoryError, RuntimeError) as error:
             if not _is_out_of_memory(error):
                 raise
@@ -195,6 +314,10 @@ class Engine:
                 torch.cuda.empty_cache()
             raise OutOfMemory(
                 f"out of {self.device.type.upper()} memory interpolating {self.width}x{self.height} with "
-                f"{self.lanes.workers} worker(s): try scale=0.5, fp16 (an RGBH or half-float clip on CUDA), a "
-                "lighter model (4.6, or a .lite one), or fewer frames at once (core.num_threads)"
+                f"{self.lanes.workers} worker(s): try scale=0.5, fp16=True (on CUDA), a lighter model (4.6, or a "
+                ".lite one), or fewer frames at once (core.num_threads)"
             ) from None
+
+
+def _batch(features: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+    return None if features is None else features.expand(batch, -1, -1, -1)

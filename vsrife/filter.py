@@ -14,7 +14,7 @@ import torch
 import vapoursynth as vs
 
 from . import checkpoints, formats, frames, params, scene, weights
-from .engine import Engine, Job
+from .engine import MAX_BATCH, Engine, Job
 from .errors import ParameterError
 from .network import IFNet
 from .timing import MAX_OUTPUT_FRAMES, Blend, ConstantRate, FramePlanner, FrameTimes, Timing, VariableRate
@@ -23,7 +23,6 @@ from .variants import architecture
 DEFAULT_DEDUP_THRESHOLD = 0.02
 TIMESTEP_PROP = "RifeTimestep"
 PAIR_PROP = "RifePair"
-AHEAD_PROP = "RifeAhead"  # internal: in-betweens to start early, carried from the planner to the synthesizer
 
 
 def rife(
@@ -38,6 +37,7 @@ def rife(
     fps_den: int | None = None,
     scale: float = 1.0,
     ensemble: bool = False,
+    fp16: bool | None = None,
     sc: bool = True,
     sc_threshold: float | None = scene.DEFAULT_THRESHOLD,
     static_threshold: float | None = 0.0,
@@ -52,11 +52,11 @@ def rife(
 ) -> vs.VideoNode:
     """Interpolate frames with RIFE v4 to raise (or convert) a clip's frame rate.
 
-    :param clip:          YUV (4:2:0, 4:2:2, 4:4:4; 8–16-bit integer, half, float), GRAY or RGB (8–16-bit
+    :param clip:          YUV (4:2:0, 4:2:2, 4:4:4, 4:1:1; 8–16-bit integer, half, float), GRAY or RGB (8–16-bit
                           integer, half, float); at least 2 frames, any size from 2×2, one format and size.
-                          The network runs on RGB float: RGBS and RGBH as they are, others converted (see
-                          :mod:`vsrife.formats`: colour props of the first frame, documented defaults) and
-                          synthesized frames converted back. Half-float clips compute in fp16 on CUDA.
+                          Its own planes go to the compute device and are converted there to the network's
+                          RGB and back (see :mod:`vsrife.formats`: colour props of the first frame,
+                          documented defaults; the same results as VapourSynth's resizer).
     :param model:         RIFE version, ``"4.0"`` … ``"4.26.heavy"`` (see ``vsrife.MODELS``). Default ``"4.26"``,
                           or, with ``model_path``, whatever version the checkpoint is.
     :param model_path:    A checkpoint file (``.pkl``, ``.pth``, ``.safetensors``) to use instead of the cached
@@ -79,6 +79,8 @@ def rife(
                           Use 0.5 for 4K; higher catches finer motion at more cost.
     :param ensemble:      Also run each block on the reversed pair and average (slower, smoother);
                           only on versions that support it.
+    :param fp16:          Compute in half precision. Default None: fp16 on CUDA, fp32 on the CPU (where fp16
+                          is slow). fp32 on CUDA is IEEE fp32 (TF32 off). Sampling coordinates stay fp32.
     :param sc:            Never blend across a scene change: between frames marked ``_SceneChangeNext`` /
                           ``_SceneChangePrev`` output the nearer source frame instead. Default True.
     :param sc_threshold:  Detect scene changes with :func:`vsrife.sc_detect` at this threshold (default 0.3,
@@ -135,8 +137,9 @@ def rife(
     params.announce_trt(trt, trt_options)
     model = params.model_name(model, model_path)
     params.capabilities(model, scale, ensemble)  # before any file is read
-    convert = formats.converter(clip)
-    engine = _build_engine(clip, convert, model, model_path, bool(auto_download), scale, ensemble, torch_device)
+    convert = formats.DeviceConverter(clip.format, clip.width, clip.height, formats.colour_of(clip), torch_device)
+    dtype = torch.float16 if params.half_precision(fp16, torch_device) else torch.float32
+    engine = _build_engine(convert, model, model_path, bool(auto_download), scale, ensemble, torch_device, dtype)
     # only now, with every parameter checked: a clip of fps 0 is read once for its frame durations
     if variable:
         known = times if times is not None else FrameTimes.from_durations(_durations(clip))
@@ -145,7 +148,7 @@ def rife(
         timing = ConstantRate(clip.num_frames, ratio)
     if options.sc and sc_threshold is not None:
         clip = scene.sc_detect(clip, sc_threshold)
-    return _interpolate(clip, convert, FramePlanner(timing, options), engine)
+    return _interpolate(clip, FramePlanner(timing, options), engine)
 
 
 def _durations(clip: vs.VideoNode) -> list[Fraction]:
@@ -166,14 +169,14 @@ def frame_duration(props: vs.FrameProps, n: int) -> Fraction:
 
 
 def _build_engine(
-    clip: vs.VideoNode,
-    convert: formats.Converter,
+    convert: formats.DeviceConverter,
     model: str | None,
     model_path: str | Path | None,
     auto_download: bool,
     scale: float,
     ensemble: bool,
     device: torch.device,
+    dtype: torch.dtype,
 ) -> Engine:
     if model_path is not None:
         state_dict = checkpoints.load_state_dict(model_path)
@@ -187,20 +190,13 @@ def _build_engine(
     with torch.device("meta"):
         net = IFNet(arch, scale, ensemble)
     net.load_state_dict(state_dict, strict=True, assign=True)
-    fp16 = convert.working == vs.RGBH and device.type == "cuda"
-    return Engine(
-        net,
-        device,
-        torch.float16 if fp16 else torch.float32,
-        clip.width,
-        clip.height,
-        arch.size_multiple(scale),
-        cache_frames=vs.core.num_threads + 12,  # VapourSynth threads plus the planning window and work ahead
-    )
+    # the cache holds no more frames than VapourSynth's threads, the planning window and work ahead can use
+    return Engine(net, device, dtype, convert, arch.size_multiple(scale), max_cached=vs.core.num_threads + 12)
 
 
-def _interpolate(clip: vs.VideoNode, convert: formats.Converter, planner: FramePlanner, engine: Engine) -> vs.VideoNode:
-    """Plan every output frame from a window of annotated source frames; synthesize where planned.
+def _interpolate(clip: vs.VideoNode, planner: FramePlanner, engine: Engine) -> vs.VideoNode:
+    """Plan every output frame from a window of annotated source frames; synthesize where planned, in the
+    clip's own format (the engine converts on the device): one graph shape for every format.
 
     The window reaches ``engine.lanes.workers`` source frames further than planning needs, so each call
     can start the next in-betweens on the engine's workers while VapourSynth delivers frames one by one.
@@ -214,21 +210,9 @@ def _interpolate(clip: vs.VideoNode, convert: formats.Converter, planner: FrameP
     last += engine.lanes.workers
     window = _window(info, planner, first, last)
     stretch = planner.timing.ratio if clip.fps == 0 and isinstance(planner.timing, ConstantRate) else None
-    make = partial(
-        _output_frame, planner=planner, engine=engine, first=first, synthesize=convert.is_identity, stretch=stretch
+    out = window[0].std.ModifyFrame(
+        window, partial(_output_frame, planner=planner, engine=engine, first=first, stretch=stretch)
     )
-    out = window[0].std.ModifyFrame(window, make)
-    if not convert.is_identity:  # synthesize on working (RGB) copies, convert back, keep the planned props
-        planned = out
-        working = _window(convert.to_working(clip), planner, first, last)
-        made = working[0].std.ModifyFrame(
-            [planned, *working], partial(_synthesize_planned, planner=planner, engine=engine, first=first)
-        )
-        converted = convert.from_working(made).std.CopyFrameProps(planned)
-        out = planned.std.FrameEval(
-            partial(_choose, planned=planned, converted=converted), prop_src=planned, clip_src=[planned, converted]
-        )
-        out = out.std.RemoveFrameProps(AHEAD_PROP)
     if isinstance(planner.timing, VariableRate) or clip.fps != 0:
         rate = planner.timing.rate if isinstance(planner.timing, VariableRate) else clip.fps * planner.timing.ratio
         return out.std.AssumeFPS(fpsnum=rate.numerator, fpsden=rate.denominator)
@@ -319,29 +303,21 @@ def _output_frame(
     planner: FramePlanner,
     engine: Engine,
     first: int,
-    synthesize: bool,
     stretch: Fraction | None,
 ) -> vs.VideoFrame:
-    """The output frame (``synthesize``) or, for a frame to blend, a stand-in carrying the plan's props.
-    ``stretch``: a variable-rate clip resampled by this factor; each frame lasts its left source frame's
-    duration divided by it."""
+    """Output frame ``n``: a source frame as it is, or an in-between synthesized into a copy of the nearer
+    one (its props). ``stretch``: a variable-rate clip resampled by this factor; each frame lasts its left
+    source frame's duration divided by it."""
     left = planner.timing.position(n).left
     window = _Window(f, left + first)
     action = planner.plan(n, window.facts)
-    # the work to start early: here when synthesizing, else carried by a blend's stand-in to the synthesizer
-    ahead = _blends_ahead(n, planner, window, engine.lanes.workers) if synthesize or isinstance(action, Blend) else []
-    if synthesize:
-        for blend in ahead:
-            engine.start(_job(blend, window))
-    if isinstance(action, Blend) and synthesize:
-        out = _synthesize(action, window, engine)
-    else:
-        out = window[action.shown].copy()
+    for blend in _blends_ahead(n, planner, window, engine.lanes.workers):
+        engine.start(_job(blend, window, planner))
+    out = window[action.shown].copy()
     if isinstance(action, Blend):
+        frames.write(out, engine.synthesize(_job(action, window, planner), float(action.t)))
         out.props[TIMESTEP_PROP] = float(action.t)
         out.props[PAIR_PROP] = [action.left, action.right]
-        if not synthesize:
-            out.props[AHEAD_PROP] = [x for b in ahead for x in (b.left, b.right, b.t.numerator, b.t.denominator)]
     before, after = planner.scene_change(n, window.facts, action)
     for key in scene.PRIVATE_PROPS:
         del out.props[key]
@@ -353,29 +329,16 @@ def _output_frame(
     return out
 
 
-def _synthesize_planned(
-    n: int, f: list[vs.VideoFrame], planner: FramePlanner, engine: Engine, first: int
-) -> vs.VideoFrame:
-    """Synthesize a planned blend on the working copies; ``f[0]`` is the planned stand-in."""
-    props = f[0].props
-    if PAIR_PROP not in props:  # not a blend: _choose never asks for this frame
-        return f[1]
-    window = _Window(f[1:], planner.timing.position(n).left + first)
-    flat = list(props.get(AHEAD_PROP, []))
-    for i in range(0, len(flat), 4):
-        engine.start(_job(Blend(flat[i], flat[i + 1], Fraction(flat[i + 2], flat[i + 3])), window))
-    left, right = props[PAIR_PROP]
-    return _synthesize(Blend(left, right, Fraction(props[TIMESTEP_PROP])), window, engine)
+def _job(blend: Blend, window: _Window, planner: FramePlanner) -> Job:
+    return Job(blend.left, blend.right, _batch_of(blend, planner), window[blend.left], window[blend.right])
 
 
-def _job(blend: Blend, window: _Window) -> Job:
-    return Job(blend.left, blend.right, float(blend.t), window[blend.left], window[blend.right])
-
-
-def _choose(n: int, f: vs.VideoFrame, planned: vs.VideoNode, converted: vs.VideoNode) -> vs.VideoNode:
-    return converted if TIMESTEP_PROP in f.props else planned
-
-
-def _synthesize(blend: Blend, window: _Window, engine: Engine) -> vs.VideoFrame:
-    image = engine.synthesize(_job(blend, window))
-    return frames.write(window[blend.shown].copy(), image)
+def _batch_of(blend: Blend, planner: FramePlanner) -> tuple[float, ...]:
+    """The timesteps computed together with ``blend``'s: every in-between of its pair (neighbouring source
+    frames, whose output frames all blend them), at most MAX_BATCH of them, the same whichever output frame
+    asks. A pair further apart (re-timed drawings) is computed one timestep at a time."""
+    if blend.right != blend.left + 1:
+        return (float(blend.t),)
+    ts = [t for t in planner.timing.timesteps_of(blend.left) if t != 0]
+    chunk = ts.index(blend.t) // MAX_BATCH * MAX_BATCH
+    return tuple(float(t) for t in ts[chunk : chunk + MAX_BATCH])

