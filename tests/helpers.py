@@ -10,14 +10,14 @@ import vapoursynth as vs
 
 from vsrife import frames
 from vsrife.apps import upstream
-from vsrife.sources import open_video
+from vsrife.apps.samples import open_clip
 
 
 def read_rgb_frames(path: Path, numbers: list[int], crop: tuple[int, int, int, int] | None = None) -> np.ndarray:
     """Real frames of a clip as float32 RGB ``[n, 3, H, W]`` in 0..1; ``crop`` is (left, top, width, height)."""
-    clip = open_video(path)
-    matrix = 1 if clip.height > 576 else 6
-    rgb = clip.resize.Bicubic(format=vs.RGBS, matrix_in=matrix)
+    clip = open_clip(path)
+    matrix = {"matrix_in": 1 if clip.height > 576 else 6} if clip.format.color_family == vs.YUV else {}
+    rgb = clip.resize.Bicubic(format=vs.RGBS, **matrix)
     if crop:
         left, top, width, height = crop
         rgb = rgb.std.CropAbs(width, height, left, top)

@@ -16,6 +16,7 @@ are refused: convert such a clip with ``core.resize`` first.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -93,9 +94,9 @@ def catmull_rom(x: np.ndarray) -> np.ndarray:
 
 
 def resampling_taps(size_in: int, size_out: int, shift: float) -> tuple[np.ndarray, np.ndarray]:
-    """Source indices and weights ``[size_out, taps]`` for resampling one axis as zimg does: output sample
-    ``j`` is centred on input coordinate ``(j + ½) · size_in / size_out − ½ + shift``; the kernel is widened
-    by the factor when shrinking; indices past an edge mirror back (the edge sample repeated)."""
+    """Source indices (unmirrored: they may lie past the edges) and weights ``[size_out, taps]`` for
+    resampling one axis as zimg does: output sample ``j`` is centred on input coordinate
+    ``(j + ½) · size_in / size_out − ½ + shift``; the kernel is widened by the factor when shrinking."""
     factor = size_in / size_out
     stretch = max(1.0, factor)
     centres = (np.arange(size_out) + 0.5) * factor - 0.5 + shift
@@ -103,10 +104,54 @@ def resampling_taps(size_in: int, size_out: int, shift: float) -> tuple[np.ndarr
     first = np.floor(centres - 2 * stretch).astype(np.int64) + 1
     index = first[:, None] + np.arange(taps)[None, :]
     weights = catmull_rom((index - centres[:, None]) / stretch)
-    weights /= weights.sum(axis=1, keepdims=True)
+    return index, weights / weights.sum(axis=1, keepdims=True)
+
+
+def mirrored(index: np.ndarray, size: int) -> np.ndarray:
+    """Indices past an edge reflected back, the edge sample repeated (…, 1, 0 | 0, 1, …), as zimg does."""
     index = np.where(index < 0, -index - 1, index)
-    index = np.where(index >= size_in, 2 * size_in - 1 - index, index)
-    return np.clip(index, 0, size_in - 1), weights
+    index = np.where(index >= size, 2 * size - 1 - index, index)
+    return np.clip(index, 0, size - 1)
+
+
+class _Resampler:
+    """Resampling one axis by a whole factor as zimg does (:func:`resampling_taps`), computed as a
+    convolution over the mirrored input: enlarging by ``s`` is ``s`` phases of one kernel each, shrinking
+    by ``s`` one kernel at stride ``s``. Every row of a phase has the same weights, so this equals gathering
+    each output sample's taps, at a fraction of the cost."""
+
+    def __init__(self, size_in: int, size_out: int, shift: float, device: torch.device) -> None:
+        index, weights = resampling_taps(size_in, size_out, shift)
+        self.size_out = size_out
+        self.phases = max(1, size_out // size_in)  # output samples per step of the input
+        self.stride = max(1, size_in // size_out)
+        steps = np.arange(size_out) // self.phases * self.stride  # where each output's step starts
+        offsets = index - steps[:, None]  # the same for every output of one phase
+        low, high = int(offsets.min()), int(offsets.max())
+        kernel = np.zeros((self.phases, high - low + 1))
+        for phase in range(self.phases):
+            kernel[phase, offsets[phase] - low] = weights[phase]
+        self.kernel = [[float(w) for w in row] for row in kernel]  # per phase, per tap
+        self.steps = (size_out - 1) // self.phases + 1
+        steps_needed = (size_out - 1) // self.phases * self.stride + 1
+        padded = np.arange(low, low + steps_needed + kernel.shape[1] - 1)
+        self.source = torch.from_numpy(mirrored(padded, size_in)).to(device)
+
+    def __call__(self, plane: torch.Tensor) -> torch.Tensor:
+        """``plane`` ``[…, size_in]`` resampled along its last axis."""
+        padded = plane.index_select(-1, self.source)
+        steps = self.steps
+        phases = []
+        for kernel in self.kernel:
+            out = None
+            for tap, weight in enumerate(kernel):
+                if weight == 0:
+                    continue
+                shifted = padded[..., tap : tap + (steps - 1) * self.stride + 1 : self.stride]
+                out = shifted * weight if out is None else out.add_(shifted, alpha=weight)
+            phases.append(out)
+        interleaved = torch.stack(phases, dim=-1).reshape(*plane.shape[:-1], -1)
+        return interleaved[..., : self.size_out]
 
 
 def chroma_position(location: vs.ChromaLocation, axis: str, factor: int) -> float:
@@ -123,27 +168,40 @@ def chroma_position(location: vs.ChromaLocation, axis: str, factor: int) -> floa
 
 
 class _Axis:
-    """Chroma resampling along one axis, both ways, as gather indices and weights on the device."""
+    """Chroma resampling along one axis, both ways."""
 
     def __init__(self, luma: int, factor: int, position: float, device: torch.device) -> None:
-        chroma = -(-luma // factor)
-        up_index, up_weights = resampling_taps(chroma, luma, (factor - 1 - 2 * position) / (2 * factor))
-        down_index, down_weights = resampling_taps(luma, chroma, position - (factor - 1) / 2)
-        self.up = (torch.from_numpy(up_index).to(device), torch.from_numpy(up_weights).float().to(device))
-        self.down = (torch.from_numpy(down_index).to(device), torch.from_numpy(down_weights).float().to(device))
+        chroma = luma // factor  # VapourSynth's subsampled sizes divide exactly
+        self.up = _Resampler(chroma, luma, (factor - 1 - 2 * position) / (2 * factor), device)
+        self.down = _Resampler(luma, chroma, position - (factor - 1) / 2, device)
 
 
-def _resample(plane: torch.Tensor, taps: tuple[torch.Tensor, torch.Tensor], dim: int) -> torch.Tensor:
-    """``plane`` (…, H, W) resampled along ``dim`` (-1: width, -2: height) by gathered taps."""
-    index, weights = taps
-    moved = plane.movedim(dim, -1)
-    gathered = moved[..., index]  # (…, size_out, taps)
-    return (gathered * weights).sum(-1).movedim(-1, dim)
+def _along(plane: torch.Tensor, resample: _Resampler, dim: int) -> torch.Tensor:
+    """``plane`` (…, H, W) resampled along ``dim`` (-1: width, -2: height)."""
+    if dim == -1:
+        return resample(plane)
+    return resample(plane.transpose(-1, -2)).transpose(-1, -2)
+
+
+def rgb_from_yuv_matrix(matrix: Matrix) -> np.ndarray:
+    """The 3×3 matrix taking normalized (Y, Cb, Cr) to (R, G, B); YCgCo carries Cg and Co as Cb and Cr."""
+    if matrix == Matrix.MATRIX_YCGCO:
+        return np.array([[1.0, -1.0, 1.0], [1.0, 1.0, 0.0], [1.0, -1.0, -1.0]])
+    kr, kb = LUMA_WEIGHTS[matrix]
+    kg = 1 - kr - kb
+    return np.array(
+        [
+            [1.0, 0.0, 2 * (1 - kr)],
+            [1.0, -2 * kb * (1 - kb) / kg, -2 * kr * (1 - kr) / kg],
+            [1.0, 2 * (1 - kb), 0.0],
+        ]
+    )
 
 
 class DeviceConverter:
     """A clip's own planes to the network's RGB ``[1, 3, H, W]`` float32 and RGB back to planes of the clip's
-    own format, on ``device`` (the CPU path runs the same code)."""
+    own format, on ``device`` (the CPU path runs the same code): each way one affine 3×3 map between code
+    values and RGB (range and matrix folded together), and chroma resampled on code values."""
 
     def __init__(self, fmt: vs.VideoFormat, width: int, height: int, colour: Colour, device: torch.device) -> None:
         self.fmt = fmt
@@ -158,88 +216,74 @@ class DeviceConverter:
         if fmt.color_family == vs.YUV and fmt.subsampling_h:
             factor = 1 << fmt.subsampling_h
             self.y = _Axis(height, factor, chroma_position(colour.chroma_location, "y", factor), device)
+        mixing = rgb_from_yuv_matrix(colour.matrix) if fmt.color_family == vs.YUV else np.eye(3)
+        offsets, spans = self._code_scales()
+        # rgb = mixing · (codes − offsets) / spans, and back: codes = spans · mixing⁻¹ · rgb + offsets
+        to_rgb = mixing / spans[None, :]
+        from_rgb = np.linalg.inv(mixing) * spans[:, None]
+        self._to_rgb = _affine(to_rgb, -to_rgb @ offsets, device)
+        self._from_rgb = _affine(from_rgb, offsets + (0.5 if self.integer else 0.0), device)  # +½: rounding
 
-    # --- values: code values <-> normalized (Y, R, G, B in 0..1; chroma in -½..½) ---------------------------
-
-    def _scale(self, chroma: bool) -> tuple[float, float]:
-        """(offset, range) such that normalized = (code − offset) / range."""
+    def _code_scales(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per channel (offset, span) such that normalized = (code − offset) / span (Y, R, G, B in 0..1;
+        chroma in −½..½)."""
         if not self.integer:
-            return 0.0, 1.0
+            return np.zeros(3), np.ones(3)
         bits = self.fmt.bits_per_sample
-        if chroma:
-            # limited-range YCgCo keeps its chroma in the luma span (zimg does so too)
-            limited = 219 if self.colour.matrix == Matrix.MATRIX_YCGCO else 224
-            return float(1 << (bits - 1)), float(limited << (bits - 8)) if self.colour.limited else float(self.peak)
-        if self.colour.limited:
-            return float(16 << (bits - 8)), float(219 << (bits - 8))
-        return 0.0, float(self.peak)
-
-    def _normalize(self, plane: torch.Tensor, chroma: bool) -> torch.Tensor:
-        offset, span = self._scale(chroma)
-        return (plane.float() - offset) / span
-
-    def _encode(self, plane: torch.Tensor, chroma: bool) -> torch.Tensor:
-        """Normalized values to the clip's sample type: rounded and clipped to the code range for integers."""
-        offset, span = self._scale(chroma)
-        if not self.integer:
-            return plane.to(torch.float16 if self.fmt.bits_per_sample == 16 else torch.float32)
-        codes = torch.floor(plane * span + (offset + 0.5)).clamp_(0, self.peak)  # halves up, as zimg rounds
-        return codes.to(torch.uint8 if self.fmt.bytes_per_sample == 1 else torch.uint16)
-
-    # --- whole frames ---------------------------------------------------------------------------------------
+        if self.fmt.color_family != vs.YUV:
+            offset, span = (16 << (bits - 8), 219 << (bits - 8)) if self.colour.limited else (0, self.peak)
+            return np.full(3, float(offset)), np.full(3, float(span))
+        # limited-range YCgCo keeps its chroma in the luma span (zimg does so too)
+        chroma_span = (219 if self.colour.matrix == Matrix.MATRIX_YCGCO else 224) << (bits - 8)
+        luma = (16 << (bits - 8), 219 << (bits - 8)) if self.colour.limited else (0, self.peak)
+        chroma = (1 << (bits - 1), chroma_span if self.colour.limited else self.peak)
+        return np.array([luma[0], chroma[0], chroma[0]], float), np.array([luma[1], chroma[1], chroma[1]], float)
 
     def to_rgb(self, planes: list[torch.Tensor]) -> torch.Tensor:
         """``planes`` (the clip's own, on the device) as RGB ``[1, 3, H, W]`` float32."""
-        family = self.fmt.color_family
-        if family == vs.GRAY:
-            grey = self._normalize(planes[0], chroma=False)
-            return grey.unsqueeze(0).expand(3, -1, -1).unsqueeze(0)
-        if family == vs.RGB:
-            return torch.stack([self._normalize(p, chroma=False) for p in planes]).unsqueeze(0)
-        luma = self._normalize(planes[0], chroma=False)
-        cb, cr = (self._upsample(self._normalize(p, chroma=True)) for p in planes[1:])
-        return _yuv_to_rgb(self.colour.matrix, luma, cb, cr).unsqueeze(0)
+        codes = [p.float() for p in planes]
+        if self.fmt.color_family == vs.GRAY:
+            codes = codes * 3
+        elif self.fmt.color_family == vs.YUV:
+            codes = [codes[0], *(self._upsample(c) for c in codes[1:])]
+        matrix, offset = self._to_rgb
+        stacked = torch.stack(codes).view(3, -1)
+        return torch.addmm(offset, matrix, stacked).view(1, 3, self.height, self.width)
 
     def from_rgb(self, rgb: torch.Tensor) -> list[torch.Tensor]:
         """RGB ``[B, 3, H, W]`` (any float type) as the clip's own planes ``[B, h, w]`` in its sample type."""
-        rgb = rgb.float()
-        family = self.fmt.color_family
-        if family == vs.GRAY:
-            return [self._encode(rgb[:, 0], chroma=False)]
-        if family == vs.RGB:
-            return [self._encode(rgb[:, c], chroma=False) for c in range(3)]
-        luma, cb, cr = _rgb_to_yuv(self.colour.matrix, rgb[:, 0], rgb[:, 1], rgb[:, 2])
-        return [self._encode(luma, False), *(self._encode(self._downsample(c), True) for c in (cb, cr))]
+        batch = rgb.shape[0]
+        matrix, offset = self._from_rgb
+        codes = torch.matmul(matrix, rgb.float().reshape(batch, 3, -1)).add_(offset.view(1, 3, 1))
+        codes = codes.view(batch, 3, self.height, self.width)
+        if self.fmt.color_family == vs.GRAY:
+            return [self._encode(codes[:, 0])]
+        if self.fmt.color_family == vs.RGB:
+            return [self._encode(codes[:, c]) for c in range(3)]
+        return [self._encode(codes[:, 0]), *(self._encode(self._downsample(codes[:, c])) for c in (1, 2))]
+
+    def _encode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Code values (plus ½) to the clip's sample type: halves rounded up (as zimg rounds) and clipped."""
+        if not self.integer:
+            return codes.to(torch.float16 if self.fmt.bits_per_sample == 16 else torch.float32)
+        codes = torch.floor(codes).clamp_(0, self.peak)
+        return codes.to(torch.uint8 if self.fmt.bytes_per_sample == 1 else torch.uint16)
 
     def _upsample(self, plane: torch.Tensor) -> torch.Tensor:
         if self.y is not None:
-            plane = _resample(plane, self.y.up, -2)
+            plane = _along(plane, self.y.up, -2)
         if self.x is not None:
-            plane = _resample(plane, self.x.up, -1)
+            plane = _along(plane, self.x.up, -1)
         return plane
 
     def _downsample(self, plane: torch.Tensor) -> torch.Tensor:
         if self.x is not None:
-            plane = _resample(plane, self.x.down, -1)
+            plane = _along(plane, self.x.down, -1)
         if self.y is not None:
-            plane = _resample(plane, self.y.down, -2)
+            plane = _along(plane, self.y.down, -2)
         return plane
 
 
-def _yuv_to_rgb(matrix: Matrix, y: torch.Tensor, cb: torch.Tensor, cr: torch.Tensor) -> torch.Tensor:
-    if matrix == Matrix.MATRIX_YCGCO:  # cb carries Cg, cr carries Co
-        base = y - cb
-        return torch.stack([base + cr, y + cb, base - cr])
-    kr, kb = LUMA_WEIGHTS[matrix]
-    r = y + 2 * (1 - kr) * cr
-    b = y + 2 * (1 - kb) * cb
-    g = (y - kr * r - kb * b) / (1 - kr - kb)
-    return torch.stack([r, g, b])
-
-
-def _rgb_to_yuv(matrix: Matrix, r: torch.Tensor, g: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    if matrix == Matrix.MATRIX_YCGCO:
-        return 0.25 * r + 0.5 * g + 0.25 * b, -0.25 * r + 0.5 * g - 0.25 * b, 0.5 * (r - b)
-    kr, kb = LUMA_WEIGHTS[matrix]
-    y = kr * r + (1 - kr - kb) * g + kb * b
-    return y, (b - y) / (2 * (1 - kb)), (r - y) / (2 * (1 - kr))
+def _affine(matrix: np.ndarray, offset: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    as_tensor = partial(torch.tensor, dtype=torch.float32, device=device)
+    return as_tensor(matrix), as_tensor(offset).view(3, 1)

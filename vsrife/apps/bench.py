@@ -24,8 +24,7 @@ import vapoursynth as vs
 from .. import checkpoints, frames, weights
 from ..filter import rife
 from ..network import IFNet
-from ..params import compute_device, model_name
-from ..sources import open_video
+from ..params import compute_device, half_precision, model_name
 from ..variants import DEFAULT_MODEL, architecture
 from . import samples, upstream
 
@@ -39,7 +38,8 @@ class BenchConfig:
     height: int = 1080
     factor: Fraction = Fraction(2)
     device: str | None = None
-    fp16: bool = False
+    fp16: bool | None = None  # None: fp16 on CUDA, fp32 on the CPU (as rife() chooses)
+    fmt: int = vs.YUV420P8  # the clip's format end to end: its colour conversion is part of the figure
     frames: int = 48  # output frames per end-to-end repeat
     repeats: int = 3
     upstream: bool = True
@@ -62,9 +62,12 @@ def _sync(device: torch.device) -> None:
 
 
 def real_frames(width: int, height: int, fmt: int = vs.RGBS) -> vs.VideoNode:
-    """Eight consecutive real frames (Big Buck Bunny, strong motion) at the size, held in memory."""
-    clip = open_video(samples.fetch("bigbuckbunny"))[36 : 36 + SOURCE_FRAMES]
-    clip = clip.resize.Bicubic(width, height, format=fmt, matrix_in=1, matrix=1 if fmt != vs.RGBS else None)
+    """Eight consecutive real frames (Big Buck Bunny, strong motion) at the size and format (BT.709),
+    held in memory."""
+    clip = samples.open_clip(samples.fetch("bigbuckbunny"))[36 : 36 + SOURCE_FRAMES]
+    matrix_in = {"matrix_in": 1} if clip.format.color_family == vs.YUV else {}
+    matrix = {} if vs.core.get_video_format(fmt).color_family == vs.RGB else {"matrix": 1}
+    clip = clip.resize.Bicubic(width, height, format=fmt, **matrix_in, **matrix)
     held = [clip.get_frame(n) for n in range(SOURCE_FRAMES)]
     blank = clip.std.BlankClip(length=2 * SOURCE_FRAMES - 2)
     order = list(range(SOURCE_FRAMES)) + list(range(SOURCE_FRAMES - 2, 0, -1))
@@ -121,8 +124,9 @@ def upstream_seconds(config: BenchConfig, device: torch.device, dtype: torch.dty
 
 def end_to_end(config: BenchConfig, clip: vs.VideoNode) -> tuple[float, int, str]:
     """Median seconds for ``config.frames`` output frames through VapourSynth, how many of them were
-    synthesized, and how the work was spread. One graph; each repeat asks for frames it has not asked for
-    before, so nothing comes from VapourSynth's cache and the engine stays warm."""
+    synthesized, and how the work was spread: the clip in its own format, scene changes and still frames
+    handled as by default. One graph; each repeat asks for frames it has not asked for before, so nothing
+    comes from VapourSynth's cache and the engine stays warm."""
     count, factor = config.frames, config.factor
     long = clip * (-(-count * (config.repeats + 1) // (clip.num_frames * factor)) + 1)
     out = rife(
@@ -131,45 +135,48 @@ def end_to_end(config: BenchConfig, clip: vs.VideoNode) -> tuple[float, int, str
         factor_num=factor.numerator,
         factor_den=factor.denominator,
         device=config.device,
-        sc=False,
-        static_threshold=None,
+        fp16=config.fp16,
     )
     requests = vs.core.num_threads  # as vspipe asks by default
-    times, synthesized = [], 0
+    times, synthesized = [], []
     for repeat in range(config.repeats + 1):  # the first is the warm-up
         part = out[repeat * count : (repeat + 1) * count]
         start = time.perf_counter()
-        for _ in part.frames(prefetch=requests, close=True):
-            pass
+        made = sum("RifeTimestep" in frame.props for frame in part.frames(prefetch=requests, close=True))
         if repeat:
             times.append(time.perf_counter() - start)
-            synthesized = sum(
-                1 for n in range(repeat * count, (repeat + 1) * count) if (n * factor.denominator) % factor.numerator
-            )
+            synthesized.append(made)
     threads = torch.get_num_threads()
     lanes = f"{vs.core.num_threads} VapourSynth threads, {requests} requests, {threads} torch threads per call"
-    return statistics.median(times), synthesized, lanes
+    return statistics.median(times), int(statistics.median(synthesized)), lanes
 
 
 def run(config: BenchConfig) -> dict[str, object]:
     model_name(config.model, None)  # an unknown model: one clear error before anything is loaded
     device = compute_device(config.device, None)
-    fmt = vs.RGBH if config.fp16 else vs.RGBS
-    dtype = torch.float16 if config.fp16 and device.type == "cuda" else torch.float32
-    clip = real_frames(config.width, config.height, fmt)
-    img = _tensors(clip, architecture(config.model).size_multiple(1.0), device, dtype)
+    dtype = torch.float16 if half_precision(config.fp16, device) else torch.float32
+    img = _tensors(
+        real_frames(config.width, config.height), architecture(config.model).size_multiple(1.0), device, dtype
+    )
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     net_s = network_seconds(config, device, dtype, img)
+    net_peak = _device_peak(device)
     up_s = upstream_seconds(config, device, dtype, img) if config.upstream else None
     threads = torch.get_num_threads()
-    e2e_s, synthesized, lanes = end_to_end(config, clip)
+    del img
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    e2e_s, synthesized, lanes = end_to_end(config, real_frames(config.width, config.height, config.fmt))
     interpolated = synthesized / e2e_s
-    result: dict[str, object] = {
+    return {
         "model": config.model,
         "size": f"{config.width}x{config.height}",
+        "format": vs.core.get_video_format(config.fmt).name,
         "factor": str(config.factor),
         "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
+        "torch": torch.__version__,
         "network-only threads": threads,
         "end-to-end": lanes,
         "precision": "fp16" if dtype == torch.float16 else "fp32",
@@ -180,9 +187,13 @@ def run(config: BenchConfig) -> dict[str, object]:
         "end-to-end / network-only": interpolated * net_s,
         "end-to-end / upstream forward": (interpolated * up_s) if up_s else None,
         "peak host memory MiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "peak device memory MiB": (torch.cuda.max_memory_allocated(device) / 2**20) if device.type == "cuda" else None,
+        "network-only peak device memory MiB": net_peak,
+        "end-to-end peak device memory MiB": _device_peak(device),
     }
-    return result
+
+
+def _device_peak(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
 
 
 # (what, source frames, source rate, rife arguments): the rate ratios whose graphs once grew with the ratio

