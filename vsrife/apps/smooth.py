@@ -39,6 +39,7 @@ COPYABLE_AUDIO = {
 CRF_CODECS = {"libx264", "libx265", "libsvtav1", "libaom-av1", "libvpx-vp9"}
 PRESET_CODECS = {"libx264", "libx265"}  # named presets (slow, medium, …); others take theirs via -- args
 TEXT_SUBTITLES = {"subrip", "ass", "ssa", "mov_text", "webvtt", "text"}
+Y4M_STDIN = ("-f", "yuv4mpegpipe", "-i", "-")
 EXIT_INTERRUPTED = 130
 STOP_GRACE_S = 5.0
 
@@ -157,10 +158,16 @@ def build(options: Options) -> tuple[vs.VideoNode, Source]:
     return for_y4m(rife(source.clip, **rife_arguments(options), timecodes=source.times)), source
 
 
-def ffmpeg_command(options: Options, media: Media, output: Path, video_start: Fraction = Fraction(0)) -> list[str]:
-    """ffmpeg reading y4m from its stdin and everything else from the input file. ``video_start``: when the
-    source's first frame is shown on the input's clock; the new video starts there too, so the audio
-    stays in step."""
+def ffmpeg_command(
+    options: Options,
+    media: Media,
+    output: Path,
+    video_start: Fraction = Fraction(0),
+    video_input: tuple[str, ...] = Y4M_STDIN,
+) -> list[str]:
+    """ffmpeg reading the video from ``video_input`` (y4m on its stdin) and everything else from the input
+    file. ``video_start``: when the source's first frame is shown on the input's clock; the new video starts
+    there too, so the audio stays in step."""
     container = options.output.suffix.lower()
     offset = video_start - media.start
     command = [
@@ -171,10 +178,7 @@ def ffmpeg_command(options: Options, media: Media, output: Path, video_start: Fr
         "-nostdin",
         "-y",
         *(["-itsoffset", f"{float(offset):.6f}"] if offset else []),
-        "-f",
-        "yuv4mpegpipe",
-        "-i",
-        "-",
+        *video_input,
         "-i",
         str(options.input),
         "-map",
@@ -185,15 +189,20 @@ def ffmpeg_command(options: Options, media: Media, output: Path, video_start: Fr
         "1",
         "-map_metadata",
         "1",
-        "-c:v",
-        options.codec,
+        *video_codec_args(options),
     ]
+    command += _audio_args(container, media.audio) + _subtitle_args(container, media.subtitles)
+    return command + list(options.extra) + [str(output)]
+
+
+def video_codec_args(options: Options) -> list[str]:
+    """The video encoder and its quality settings (``--codec``, ``--crf``, ``--preset``)."""
+    command = ["-c:v", options.codec]
     if options.codec in CRF_CODECS:
         command += ["-crf", str(options.crf)] + (["-b:v", "0"] if options.codec == "libvpx-vp9" else [])
     if options.codec in PRESET_CODECS:
         command += ["-preset", options.preset]
-    command += _audio_args(container, media.audio) + _subtitle_args(container, media.subtitles)
-    return command + list(options.extra) + [str(output)]
+    return command
 
 
 def _audio_args(container: str, codecs: tuple[str, ...]) -> list[str]:
