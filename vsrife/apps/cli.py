@@ -138,6 +138,13 @@ def _smooth(args: argparse.Namespace) -> int:
         extra=tuple(args.ffmpeg_args),
         quiet=args.quiet,
     )
+    if args.workers is not None or args.cluster is not None or args.resume or args.chunk_seconds is not None:
+        from . import cluster  # imports Ray: only when asked
+
+        spread = cluster.options_from(
+            args.workers, args.cluster, args.resume, args.chunk_seconds, args.dry_run, args.device
+        )
+        return cluster.run(options, spread)
     if args.dry_run:
         print(smooth.dry_run(options, smooth.probe(options.input)), end="")
         return 0
@@ -194,6 +201,15 @@ def build_parser() -> argparse.ArgumentParser:
     smooth.add_argument("--preset", default="slow")
     smooth.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     smooth.add_argument("--dry-run", action="store_true", help="print the .vpy and vspipe | ffmpeg command instead")
+    smooth.add_argument("--workers", type=int, metavar="N", help="split the job over N Ray tasks on this machine")
+    smooth.add_argument(
+        "--cluster",
+        metavar="ADDRESS",
+        help="split the job over an existing Ray cluster (host:port, ray://host:port or auto); every node must "
+        "see INPUT at the same path",
+    )
+    smooth.add_argument("--resume", action="store_true", help="finish the job kept in OUTPUT.parts/")
+    smooth.add_argument("--chunk-seconds", metavar="S", help="least length of a chunk, seconds of output (default 10)")
     smooth.set_defaults(run=_smooth)
 
     quality = commands.add_parser("quality", help="rebuild dropped frames of real clips and score every method")
