@@ -1,0 +1,402 @@
+"""The unit of a spread render: chunks of output frames, planned once, kept in a state folder, joined.
+
+A chunk is output frames ``[a, b)`` of the very graph ``vsrife smooth`` builds — :func:`vsrife.rife` computes
+every output frame from global source indices, so a chunk's frames are the single run's — encoded with the
+user's codec into a NUT stream (any codec, the rate's exact time base). :func:`make_plan` puts chunk edges
+at scene cuts; :class:`StateFolder` keeps the job in ``OUT.parts/`` (a manifest keyed by the input, the
+options and the model, and each finished chunk, written atomically); :func:`join` puts the chunks one
+after another without re-encoding and muxes the input's audio, subtitles and chapters once, as ``vsrife
+smooth`` muxes them. Nothing here knows who renders the chunks (:mod:`vsrife.apps.cluster`: Ray tasks).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import vapoursynth as vs
+
+from .. import __version__, download, params, scene, weights
+from ..sources import Source
+from ..timing import ConstantRate, Timing, VariableRate
+from . import smooth
+
+CHUNK_FORMAT = "nut"  # holds any codec, at the exact time base of the rate
+STATE_SUFFIX = ".parts"
+MANIFEST = "manifest.json"
+STATE_FORMAT = 1
+FINGERPRINT_SAMPLES = 16
+FINGERPRINT_BLOCK = 1 << 20
+QUIET_FFMPEG = ("ffmpeg", "-hide_banner", "-loglevel", "error")
+
+
+class JobError(smooth.SmoothError):
+    """A problem with the setup or the job of a spread render, reported as one line."""
+
+
+class ChunkError(RuntimeError):
+    """A chunk's task failed; the message is one line. (Not a VsRifeError: it crosses process boundaries,
+    and those prefix their message again when unpickled.)"""
+
+
+# ---------------------------------------------------------------------------------------------------- the plan
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Output frames ``start`` to ``end - 1``, rendered and encoded by one task."""
+
+    index: int
+    start: int
+    end: int
+
+    @property
+    def frames(self) -> int:
+        return self.end - self.start
+
+    @property
+    def name(self) -> str:
+        return f"chunk-{self.index:05d}.{CHUNK_FORMAT}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    total: int  # output frames
+    rate: Fraction  # output frames per second
+    chunks: tuple[Chunk, ...]
+    cuts: tuple[int, ...]  # output frames that begin a new shot
+
+    def to_json(self) -> dict:
+        return {
+            "total": self.total,
+            "rate": str(self.rate),
+            "chunks": [[c.start, c.end] for c in self.chunks],
+            "cuts": list(self.cuts),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> Plan:
+        chunks = tuple(Chunk(i, start, end) for i, (start, end) in enumerate(data["chunks"]))
+        return cls(int(data["total"]), Fraction(data["rate"]), chunks, tuple(data["cuts"]))
+
+
+def make_plan(source: Source, options: smooth.Options, chunk_seconds: Fraction, quiet: bool = True) -> Plan:
+    """Chunks of at least ``chunk_seconds`` of output, starting at scene cuts where there are any."""
+    timing, rate = output_timing(source, options)
+    least = max(1, math.ceil(chunk_seconds * rate))
+    starts = shot_starts(source.clip, quiet) if options.sc else []
+    cuts = [first_output_showing(timing, j) for j in starts]
+    edges = chunk_edges(timing.output_frames, cuts, least)
+    chunks = tuple(Chunk(i, a, b) for i, (a, b) in enumerate(zip(edges, edges[1:], strict=False)))
+    return Plan(timing.output_frames, rate, chunks, tuple(cuts))
+
+
+def output_timing(source: Source, options: smooth.Options) -> tuple[Timing, Fraction]:
+    """The timing :func:`vsrife.rife` gives ``smooth``'s graph (its output frames and their positions), and
+    the output rate. The tasks check that their graph has as many frames."""
+    arguments = smooth.rife_arguments(options)
+    factor = (arguments.get("factor_num", 2), arguments.get("factor_den", 1))
+    request = params.rate_request(*factor, arguments.get("fps_num"), arguments.get("fps_den"))
+    rate, ratio = request.rates(source.clip.fps)
+    if source.times is not None:
+        return VariableRate(source.times, rate), rate
+    return ConstantRate(source.clip.num_frames, ratio), rate
+
+
+def shot_starts(clip: vs.VideoNode, quiet: bool = True) -> list[int]:
+    """Source frames that begin a new shot, found by the detector :func:`vsrife.rife` runs (every frame is
+    read once)."""
+    marked = scene.sc_detect(clip)
+    progress = smooth.Progress(quiet)
+    if not quiet:
+        print("vsrife smooth: finding scene cuts", file=sys.stderr, flush=True)
+    starts = []
+    for n, frame in enumerate(marked.frames(close=True)):
+        if n > 0 and frame.props[scene.PREV]:
+            starts.append(n)
+        progress(n + 1, clip.num_frames)
+    return starts
+
+
+def first_output_showing(timing: Timing, source_frame: int) -> int:
+    """The first output frame whose nearest source frame is ``source_frame`` or a later one."""
+    low, high = 0, timing.output_frames
+    while low < high:
+        middle = (low + high) // 2
+        if timing.position(middle).nearest < source_frame:
+            low = middle + 1
+        else:
+            high = middle
+    return low
+
+
+def chunk_edges(total: int, cuts: Sequence[int], least: int) -> list[int]:
+    """Where chunks begin, then ``total``: at cuts, each chunk at least ``least`` frames long (a shorter
+    whole excepted); a stretch longer than twice that without a usable cut is split evenly."""
+    at_cuts = [0]
+    for cut in sorted(set(cuts)):
+        if cut - at_cuts[-1] >= least and total - cut >= least:
+            at_cuts.append(cut)
+    at_cuts.append(total)
+    edges = []
+    for start, end in zip(at_cuts, at_cuts[1:], strict=False):
+        pieces = (end - start) // least if end - start > 2 * least else 1
+        edges += [start + (end - start) * k // pieces for k in range(pieces)]
+    return edges + [total]
+
+
+# ------------------------------------------------------------------------------------------- the state folder
+
+
+class StateFolder:
+    """``OUT.parts/``: the manifest, and each finished chunk — ``chunk-NNNNN.nut`` and then its record
+    ``chunk-NNNNN.json`` (frames, bytes, checksum of the decoded frames), each written atomically."""
+
+    def __init__(self, output: Path) -> None:
+        self.path = output.with_name(output.name + STATE_SUFFIX)
+
+    def manifest(self) -> dict | None:
+        """The job kept here; None when there is no state folder."""
+        if not self.path.exists():
+            return None
+        try:
+            manifest = json.loads((self.path / MANIFEST).read_text())
+            if manifest.get("format") != STATE_FORMAT:
+                raise ValueError("another format")
+            return manifest
+        except (OSError, ValueError, AttributeError):
+            raise JobError(f"{self.path} holds no job of this vsrife: remove it to start over") from None
+
+    def start(self, key: str, input: Path, plan: Plan) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        manifest = {"format": STATE_FORMAT, "key": key, "input": str(input), "vsrife": __version__, **plan.to_json()}
+        write_atomically(self.path / MANIFEST, json.dumps(manifest, indent=1).encode())
+
+    def finished(self, plan: Plan) -> set[int]:
+        """The chunks whose file and record are here and agree with the plan."""
+        return {chunk.index for chunk in plan.chunks if self._intact(chunk)}
+
+    def _intact(self, chunk: Chunk) -> bool:
+        try:
+            record = json.loads(self._record_path(chunk).read_text())
+            size = (self.path / chunk.name).stat().st_size
+        except (OSError, ValueError):
+            return False
+        return (record.get("start"), record.get("end"), record.get("frames"), record.get("bytes")) == (
+            chunk.start,
+            chunk.end,
+            chunk.frames,
+            size,
+        )
+
+    def keep(self, chunk: Chunk, result: ChunkResult) -> None:
+        write_atomically(self.path / chunk.name, result.data)
+        record = {
+            "start": chunk.start,
+            "end": chunk.end,
+            "frames": result.frames,
+            "bytes": len(result.data),
+            "checksum": result.checksum,
+            "worker": result.worker,
+        }
+        write_atomically(self._record_path(chunk), json.dumps(record).encode())
+
+    def record(self, chunk: Chunk) -> dict:
+        return json.loads(self._record_path(chunk).read_text())
+
+    def _record_path(self, chunk: Chunk) -> Path:
+        return self.path / chunk.name.replace(f".{CHUNK_FORMAT}", ".json")
+
+    def sweep(self) -> None:
+        """Remove what a killed driver left half-written."""
+        for leftover in self.path.glob(".*.tmp"):
+            leftover.unlink(missing_ok=True)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """``data`` at ``path``, or nothing there at all (a temporary file beside it, renamed when complete)."""
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(name, path)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+
+
+def job_key(options: smooth.Options) -> str:
+    """What the chunks depend on: the input, the graph's options, the weights and the encoder settings."""
+    facts = {
+        "vsrife": __version__,
+        "input": input_fingerprint(options.input),
+        "rife": smooth.rife_arguments(options),
+        "weights": download.sha256_of(weights.locate(options.model)),
+        "encoder": smooth.video_codec_args(options) + list(options.extra),
+        "chunk_format": CHUNK_FORMAT,
+    }
+    return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def input_fingerprint(path: Path) -> str:
+    """The input's size and a hash of 16 blocks of 1 MiB spread over it (the whole file when smaller): quick
+    for a film, and any other file is another job."""
+    size = path.stat().st_size
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        if size <= FINGERPRINT_SAMPLES * FINGERPRINT_BLOCK:
+            digest.update(file.read())
+        else:
+            for k in range(FINGERPRINT_SAMPLES):
+                file.seek((size - FINGERPRINT_BLOCK) * k // (FINGERPRINT_SAMPLES - 1))
+                digest.update(file.read(FINGERPRINT_BLOCK))
+    return f"{size}:{digest.hexdigest()}"
+
+
+# ------------------------------------------------------------------------------------------------ encoding
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    index: int
+    data: bytes  # the chunk's NUT stream
+    frames: int  # frames decoded from it
+    checksum: str  # of its decoded frames
+    worker: str
+    seconds: float
+
+
+def chunk_encoder(options: smooth.Options) -> list[str]:
+    """ffmpeg encoding y4m from its stdin with the user's codec and settings into NUT on its stdout. A new
+    encoder starts each chunk, so each starts with a keyframe."""
+    settings = [*smooth.video_codec_args(options), *options.extra]
+    return [*QUIET_FFMPEG, "-nostdin", "-y", *smooth.Y4M_STDIN, "-map", "0:v:0", *settings, "-f", CHUNK_FORMAT, "-"]
+
+
+def encode(clip: vs.VideoNode, options: smooth.Options, report: Callable[[int, int], None]) -> bytes:
+    """``clip`` through the chunk encoder; its output, or a ChunkError with ffmpeg's last words."""
+    with tempfile.TemporaryFile() as log:
+        encoder = subprocess.Popen(chunk_encoder(options), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
+        output: list[bytes] = []
+        reader = threading.Thread(target=lambda: output.append(encoder.stdout.read()), daemon=True)
+        reader.start()
+        failure: BaseException | None = None
+        try:
+            clip.output(encoder.stdin, y4m=True, progress_update=report)
+        except (OSError, vs.Error) as error:  # a dead encoder (broken pipe) or a failing frame
+            failure = error
+        finally:
+            with contextlib.suppress(BrokenPipeError):  # the encoder is gone; its exit status tells
+                encoder.stdin.close()
+        status = encoder.wait()
+        reader.join()
+        if status != 0 or failure is not None:
+            raise ChunkError(f"encoding failed: {smooth._last_line(log) or one_line(failure)}")
+    return output[0]
+
+
+def decoded_checksum(data: bytes) -> tuple[int, str]:
+    """The number of frames an encoded chunk decodes to, and a checksum of them (ffmpeg's framemd5)."""
+    result = subprocess.run(
+        [*QUIET_FFMPEG, "-f", CHUNK_FORMAT, "-i", "-", "-map", "0:v:0", "-f", "framemd5", "-"],
+        input=data,
+        capture_output=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise ChunkError(f"the encoded chunk does not decode: {one_line(result.stderr.decode(errors='replace'))}")
+    hashes = [line.rsplit(",", 1)[-1].strip() for line in result.stdout.decode().splitlines() if line[:1].isdigit()]
+    return len(hashes), "sha256:" + hashlib.sha256("\n".join(hashes).encode()).hexdigest()
+
+
+def one_line(error: object) -> str:
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    text = lines[-1] if lines else type(error).__name__
+    return text.removeprefix("vsrife: ")
+
+
+# ------------------------------------------------------------------------------------------------- the join
+
+
+def join(plan: Plan, state: StateFolder, options: smooth.Options, media: smooth.Media, video_start) -> None:
+    """The chunks one after another without re-encoding, with the input's audio, subtitles and chapters
+    muxed once, as ``vsrife smooth`` muxes them; written beside OUT and renamed when it has every frame."""
+    listing = state.path / "concat.txt"
+    listing.write_text(concat_list(plan))
+    fd, name = tempfile.mkstemp(
+        prefix=f".{options.output.stem}.", suffix=f".vsrife{options.output.suffix}", dir=options.output.parent
+    )
+    os.close(fd)
+    partial = Path(name)
+    try:
+        copy = dataclasses.replace(options, codec="copy", extra=())
+        concat = ("-f", "concat", "-i", str(listing))
+        command = smooth.ffmpeg_command(copy, media, partial, video_start, video_input=concat)
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise JobError(f"joining the chunks failed: {one_line(result.stderr)}; they are kept in {state.path}")
+        frames = video_frames(partial)
+        if frames != plan.total:
+            kept = f"the chunks are kept in {state.path}"
+            raise JobError(f"the joined video has {frames} frames, not {plan.total}; {kept}")
+        os.replace(partial, options.output)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def concat_list(plan: Plan) -> str:
+    """ffmpeg's concat list with each chunk's exact duration: the demuxer counts in microseconds, so each
+    chunk starts at its true time rounded to one, never drifting (its own estimate may be a frame off)."""
+    lines = []
+    for chunk in plan.chunks:
+        microseconds = _microseconds(chunk.end, plan.rate) - _microseconds(chunk.start, plan.rate)
+        lines += [f"file '{chunk.name}'", f"duration {microseconds // 10**6}.{microseconds % 10**6:06d}"]
+    return "\n".join(lines) + "\n"
+
+
+def _microseconds(frame: int, rate: Fraction) -> int:
+    return round(Fraction(frame) / rate * 10**6)
+
+
+def video_frames(path: Path) -> int:
+    """The number of video packets in ``path`` (ffprobe, no decoding)."""
+    result = subprocess.run(
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-count_packets",
+            "-show_entries",
+            "stream=nb_read_packets",
+            "-of",
+            "csv=p=0",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    try:
+        return int(result.stdout.strip().rstrip(","))
+    except ValueError:
+        return -1
