@@ -34,7 +34,7 @@ $(STAMP): setup.py pyproject.toml
 	@test -n "$(PYTHON312)" || { echo "error: python3.12 not found (VapourSynth R81 needs CPython 3.12)"; exit 1; }
 	$(PYTHON312) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,sources,quality]'
+	$(PY) -m pip install -q -e '.[test,sources,quality,cluster]'
 	$(VENV)/bin/vapoursynth config >/dev/null
 	touch $@
 
