@@ -209,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
         "see INPUT at the same path",
     )
     smooth.add_argument("--resume", action="store_true", help="finish the job kept in OUTPUT.parts/")
-    smooth.add_argument("--chunk-seconds", metavar="S", help="least length of a chunk, seconds of output (default 10)")
+    smooth.add_argument("--chunk-seconds", metavar="S", help="least seconds of output a chunk (default 10; 60 on GPUs)")
     smooth.set_defaults(run=_smooth)
 
     quality = commands.add_parser("quality", help="rebuild dropped frames of real clips and score every method")

@@ -48,7 +48,8 @@ from .chunks import (
     one_line,
 )
 
-DEFAULT_CHUNK_SECONDS = Fraction(10)
+CPU_CHUNK_SECONDS = Fraction(10)
+GPU_CHUNK_SECONDS = Fraction(60)  # each GPU chunk starts a fresh process (torch, CUDA): seconds of overhead
 ATTEMPTS = 3  # a chunk that fails this many times stops the job
 CONNECT_TIMEOUT_S = 5.0
 JOIN_TIMEOUT_S = 20.0
@@ -74,7 +75,7 @@ class ClusterOptions:
     workers: int | None = None  # tasks at once; without ``address``, the size of the local cluster
     address: str | None = None  # an existing Ray cluster; None: a local one, on 127.0.0.1 only
     resume: bool = False  # there must be a job to resume (one is resumed anyway when its manifest matches)
-    chunk_seconds: Fraction = DEFAULT_CHUNK_SECONDS  # least length of a chunk, in seconds of output
+    chunk_seconds: Fraction | None = None  # least length of a chunk, seconds of output; None: by the device
 
 
 def options_from(
@@ -89,7 +90,7 @@ def options_from(
         raise JobError("--dry-run prints a single-process pipeline; leave out --workers and --cluster")
     if device is not None and device.startswith("cuda:"):
         raise JobError(f"--device {device}: each task is given a GPU of its own; say --device cuda, or nothing")
-    seconds = DEFAULT_CHUNK_SECONDS
+    seconds = None
     if chunk_seconds is not None:
         try:
             seconds = Fraction(chunk_seconds)
@@ -121,13 +122,12 @@ class ProgressBoard:
         return dict(self.done), dict(self.attempts)
 
 
-def render_chunk(options: smooth.Options, chunk: Chunk, total: int, threads: int | None, board) -> ChunkResult:
+def render_chunk(options: smooth.Options, chunk: Chunk, total: int, threads: int, board) -> ChunkResult:
     """A Ray task: output frames ``[chunk.start, chunk.end)`` of ``vsrife smooth``'s graph, encoded."""
     began = time.monotonic()
     board.started.remote(chunk.index)
     try:
-        if threads:
-            vs.core.num_threads = threads  # the engine takes this task's share of the cores (engine.cpu_budget)
+        vs.core.num_threads = threads  # the engine keeps to this task's share of the cores (engine.cpu_budget)
         clip, _ = smooth.build(options)
         if clip.num_frames != total:
             raise ChunkError(f"the graph here has {clip.num_frames} output frames, the plan {total}")
@@ -182,11 +182,20 @@ def _worker_label() -> str:
 @dataclass(frozen=True)
 class Slots:
     """How the chunks run: at most ``tasks`` at once, each asking Ray for ``resources`` and running
-    ``threads`` CPU threads (None: as the node has)."""
+    ``threads`` CPU threads."""
 
     tasks: int
     resources: dict[str, float]
-    threads: int | None
+    threads: int
+
+    @property
+    def gpus(self) -> bool:
+        return bool(self.resources.get("num_gpus"))
+
+    def task_options(self) -> dict[str, object]:
+        # A GPU task's process ends with it (Ray's rule for GPU tasks, kept here): torch fixes the devices it
+        # sees when CUDA starts, and Ray gives the next task on that process another CUDA_VISIBLE_DEVICES.
+        return {**self.resources, "max_calls": 1} if self.gpus else dict(self.resources)
 
 
 def run(options: smooth.Options, cluster: ClusterOptions) -> int:
@@ -209,7 +218,8 @@ def run(options: smooth.Options, cluster: ClusterOptions) -> int:
         signal.signal(signal.SIGTERM, _interrupt)  # a kill stops the tasks like Ctrl-C (ray.init set its own)
         source = open_source(options.input)
         if manifest is None:
-            plan = make_plan(source, options, cluster.chunk_seconds, options.quiet)
+            seconds = cluster.chunk_seconds or (GPU_CHUNK_SECONDS if slots.gpus else CPU_CHUNK_SECONDS)
+            plan = make_plan(source, options, seconds, options.quiet)
             state.start(key, options.input, plan)
         else:
             plan = Plan.from_json(manifest)
@@ -389,7 +399,7 @@ def render(
     """Run the chunks' tasks, at most ``slots.tasks`` at once (Ray retries each up to ATTEMPTS times),
     keeping each result as it comes."""
     board = ray.remote(ProgressBoard).options(num_cpus=0).remote()
-    task = ray.remote(render_chunk).options(max_retries=ATTEMPTS - 1, retry_exceptions=True, **slots.resources)
+    task = ray.remote(max_retries=ATTEMPTS - 1, retry_exceptions=True, **slots.task_options())(render_chunk)
     waiting = sorted(todo, key=lambda chunk: -chunk.frames)  # longest first: the shortest make the tail
     running, results = {}, []
     try:
