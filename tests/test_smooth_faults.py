@@ -505,3 +505,47 @@ def test_read_back_of_a_file_cut_short(small_bunny, tmp_path):
     cut.write_bytes(small_bunny.read_bytes()[:50_000])  # ffmpeg writes the moov atom last
     problem = damage(cut, Expected(132, Fraction(25), 1, exact=True), "")
     assert problem.startswith("unreadable: mov: moov atom not found")
+
+
+# --- still frames ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def noisy_still(sample_path, tmp_path_factory) -> Path:
+    """A real frame held for 12 frames, x264 crf 18: compression noise leaves no two frames bit-identical
+    (largest local change about 0.005), as in a screencast where nothing moves."""
+    folder = tmp_path_factory.mktemp("still")
+    still = folder / "still.png"
+    ffmpeg("-ss", "4", "-i", str(sample_path("bigbuckbunny")), "-frames:v", "1", "-vf", "scale=640:360", str(still))
+    path = folder / "still.mp4"
+    ffmpeg("-loop", "1", "-framerate", "25", "-i", str(still), "-frames:v", "12", "-pix_fmt", "yuv420p",
+           "-c:v", "libx264", "-crf", "18", str(path))  # fmt: skip
+    return path
+
+
+def raw_frames(path: Path) -> list[bytes]:
+    data = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "yuv420p", "-"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    size = 640 * 360 * 3 // 2
+    return [data[i : i + size] for i in range(0, len(data), size)]
+
+
+@pytest.mark.parametrize(
+    ("args", "held"), [((), True), (("--static-threshold", "none"), False)], ids=["default", "none"]
+)
+def test_static_threshold_default_holds_noisy_still_pairs(noisy_still, tmp_path, args, held):
+    """By default each in-between of two noisy copies of one still frame is the later source frame, bit-exact
+    (nothing interpolated); with --static-threshold none the network makes every one."""
+    source = raw_frames(noisy_still)
+    differing = [j for j in range(11) if source[j] != source[j + 1]]
+    assert len(differing) >= 9, "compression noise leaves most pairs not bit-identical"
+    out = tmp_path / "out.mkv"
+    result = smooth(str(noisy_still), str(out), "--factor", "2", "--codec", "ffv1", *args)
+    assert result.returncode == 0, result.stderr
+    frames = raw_frames(out)
+    assert len(frames) == 24
+    assert [frames[2 * j + 1] == source[j + 1] for j in differing] == [held] * len(differing)
+    assert not any(frames[2 * j + 1] == source[j] for j in differing)
