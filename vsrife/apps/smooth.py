@@ -19,7 +19,6 @@ import signal
 import stat
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -57,6 +56,7 @@ LOW_SPACE_BYTES = 1 << 20  # a write that failed with less than this left on the
 # ffmpeg lines that only say that something above them failed
 GENERIC_FFMPEG_LINES = ("Error initializing output stream", "Conversion failed!")
 MAX_FFMPEG_LINES = 3
+MAX_LOG_BYTES = 1 << 20
 # what ffmpeg 5.1 prints (and still exits 0) when it could not finish writing the file
 WRITE_FAILURES = ("Error writing trailer", "Error closing file")
 # library parameter → the smooth option that sets it, for messages
@@ -552,6 +552,8 @@ def run(options: Options) -> int:
             frames, rate = _render(options, partial)
         except RunFailed as e:
             raise SmoothError(f"{e}; {_fate(options.output, existed)}") from None
+        except OSError as e:  # the machine's own trouble (no space for a pipe, a file-size limit, …)
+            raise SmoothError(f"{one_line(e)}; {_fate(options.output, existed)}") from None
         except KeyboardInterrupt as interrupt:
             partial.unlink(missing_ok=True)
             print(f"vsrife smooth: interrupted; {_fate(options.output, existed)}", file=sys.stderr, flush=True)
@@ -585,27 +587,27 @@ def _render(options: Options, partial: Path) -> tuple[int, Fraction]:
 def encode(command: list[str], clip: vs.VideoNode, progress: Progress) -> str:
     """Pipe ``clip`` as y4m into ffmpeg; returns ffmpeg's error log. A failing encoder or frame raises
     :class:`RunFailed`, Ctrl-C :class:`Interrupted`."""
-    with tempfile.TemporaryFile() as log:
-        encoder = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=log)
-        writer = _Writer(clip, encoder, progress)
-        try:
-            writer.start()
-            while writer.is_alive():
-                writer.join(0.2)
-            with suppress(BrokenPipeError):  # the encoder is gone; its exit status tells
-                encoder.stdin.close()
-            status = encoder.wait()
-        except KeyboardInterrupt:
-            progress.end_line()
-            _stop(encoder, writer)
-            raise Interrupted(writer.is_alive()) from None
-        except BaseException:
-            _stop(encoder, writer)
-            raise
-        finally:
-            progress.end_line()
-        log.seek(0)
-        text = log.read().decode(errors="replace")
+    encoder = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    log = _Log(encoder.stderr)  # kept in memory: the disk may be what is failing
+    writer = _Writer(clip, encoder, progress)
+    try:
+        log.start()
+        writer.start()
+        while writer.is_alive():
+            writer.join(0.2)
+        with suppress(BrokenPipeError):  # the encoder is gone; its exit status tells
+            encoder.stdin.close()
+        status = encoder.wait()
+    except KeyboardInterrupt:
+        progress.end_line()
+        _stop(encoder, writer)
+        raise Interrupted(writer.is_alive()) from None
+    except BaseException:
+        _stop(encoder, writer)
+        raise
+    finally:
+        progress.end_line()
+    text = log.text()
     if status != 0:
         raise RunFailed(f"encoding failed: {_encoder_failure(status, text)}")
     if writer.error is not None and not isinstance(writer.error, BrokenPipeError):
@@ -614,6 +616,8 @@ def encode(command: list[str], clip: vs.VideoNode, progress: Progress) -> str:
 
 
 def _encoder_failure(status: int, log: str) -> str:
+    if status == -signal.SIGXFSZ:
+        return "ffmpeg was killed by SIGXFSZ: the file size limit was reached"
     if status < 0:
         return f"ffmpeg was killed by {signal.Signals(-status).name}"
     return "; ".join(ffmpeg_errors(log)[:MAX_FFMPEG_LINES]) or f"ffmpeg exited with status {status}"
@@ -692,6 +696,24 @@ def summary(output: Path, frames: int, rate: Fraction, seconds: float) -> str:
         f"vsrife smooth: wrote {output}: {frames} frames at {shown_rate} fps, {float(frames / rate):.2f} s of video, "
         f"in {seconds:.1f} s ({frames / max(seconds, 1e-9):.2f} frames/s)"
     )
+
+
+class _Log(threading.Thread):
+    """Reads ffmpeg's stderr to its end (at -loglevel error a few lines; the last MAX_LOG_BYTES are kept)."""
+
+    def __init__(self, stream) -> None:
+        super().__init__(daemon=True, name="vsrife-ffmpeg-log")
+        self.stream = stream
+        self.data = bytearray()
+
+    def run(self) -> None:
+        while chunk := self.stream.read1(1 << 16):
+            self.data += chunk
+            del self.data[:-MAX_LOG_BYTES]
+
+    def text(self) -> str:
+        self.join(STOP_GRACE_S)
+        return bytes(self.data).decode(errors="replace")
 
 
 class _Writer(threading.Thread):
