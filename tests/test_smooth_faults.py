@@ -218,6 +218,15 @@ def test_missing_output_folder_is_refused_not_created(not_a_video, tmp_path, fol
     assert not out.parent.exists()
 
 
+@pytest.mark.parametrize(("name", "words"), [("folder", "is a directory"), ("noext", "has no extension")])
+def test_output_that_is_a_folder_or_has_no_extension_is_refused(not_a_video, tmp_path, name, words):
+    (tmp_path / "folder").mkdir()
+    result = smooth(str(not_a_video), str(tmp_path / name))
+    assert result.returncode == 1
+    one_line(result, words)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "text.mp4"]
+
+
 # --- odd inputs -----------------------------------------------------------------------------------------
 
 

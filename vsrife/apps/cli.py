@@ -198,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     smooth.add_argument(
         "--static-threshold",
         default=None,
+        metavar="T",
         help="pairs whose largest local change is at most this (0..1) are still: the source frame is shown, "
         "nothing interpolated (default 0.01; 0: identical pairs only; none: always interpolate)",
     )
@@ -205,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     smooth.add_argument("--crf", type=int, default=18)
     smooth.add_argument("--preset", default="slow")
     smooth.add_argument("--pix-fmt", default=None, help="output pixel format (default: the source's; RGB: yuv420p)")
-    smooth.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    smooth.add_argument("-q", "--quiet", action="store_true", help="errors only: no progress bar, notes or summary")
     smooth.add_argument("--dry-run", action="store_true", help="print the .vpy and vspipe | ffmpeg command instead")
     smooth.set_defaults(run=_smooth)
 
