@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import ffprobe
+
 BIN = Path(sys.executable).parent
 VSRIFE = str(BIN / "vsrife")
 pytestmark = pytest.mark.slow
@@ -24,24 +26,7 @@ def ffmpeg(*args: str) -> None:
 
 
 def probe(path: Path) -> dict:
-    out = subprocess.run(
-        [
-            "ffprobe",
-            "-v",
-            "error",
-            "-count_frames",
-            "-show_streams",
-            "-show_chapters",
-            "-show_format",
-            "-of",
-            "json",
-            str(path),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return json.loads(out.stdout)
+    return json.loads(ffprobe(path, "-count_frames", "-show_streams", "-show_chapters", "-show_format", "-of", "json"))
 
 
 def video(info: dict) -> dict:

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 import vsrife
+from helpers import ffprobe
 from vsrife.apps.smooth import Expected, damage
 
 BIN = Path(sys.executable).parent
@@ -61,13 +62,7 @@ def sha256(path: Path) -> str:
 
 
 def frames_and_streams(path: Path) -> tuple[int, list[str]]:
-    out = subprocess.run(
-        ["ffprobe", "-v", "error", "-count_packets", "-show_streams", "-of", "json", str(path)],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    streams = json.loads(out)["streams"]
+    streams = json.loads(ffprobe(path, "-count_packets", "-show_streams", "-of", "json"))["streams"]
     video = next(s for s in streams if s["codec_type"] == "video")
     return int(video["nb_read_packets"]), [s["codec_type"] for s in streams]
 
@@ -364,13 +359,7 @@ def rgb_source(sample_path, tmp_path_factory) -> Path:
 
 
 def pix_fmt_and_profile(path: Path) -> tuple[str, str]:
-    out = subprocess.run(
-        ["ffprobe", "-v", "error", "-show_entries", "stream=pix_fmt,profile", "-of", "json", str(path)],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    stream = json.loads(out)["streams"][0]
+    stream = json.loads(ffprobe(path, "-show_entries", "stream=pix_fmt,profile", "-of", "json"))["streams"][0]
     return stream["pix_fmt"], stream["profile"]
 
 
