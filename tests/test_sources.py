@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import vapoursynth as vs
 
-from helpers import clip_from_array
+from helpers import clip_from_array, ffprobe
 from vsrife import rife, sc_detect
 from vsrife.errors import ParameterError, ParameterTypeError
 from vsrife.sources import SourceError, open_source, open_video, probe_times
@@ -40,23 +40,7 @@ def ffmpeg(*args: str) -> None:
 
 def packet_pts(path: Path) -> list[Fraction]:
     """The oracle: presentation times of the video frames, as ffprobe decodes them (seconds)."""
-    out = subprocess.run(
-        [
-            "ffprobe",
-            "-v",
-            "error",
-            "-select_streams",
-            "v:0",
-            "-show_entries",
-            "frame=best_effort_timestamp_time",
-            "-of",
-            "csv=p=0",
-            str(path),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
+    out = ffprobe(path, "-select_streams", "v:0", "-show_entries", "frame=best_effort_timestamp_time", "-of", "csv=p=0")
     return sorted(Fraction(line.strip().rstrip(",")) for line in out.splitlines() if line.strip())
 
 
@@ -97,23 +81,7 @@ def test_avi_sample_at_its_declared_rate_not_bestsources_guess(sample_path):
     path = sample_path("megamind")
     assert vs.core.bs.VideoSource(str(path), cachemode=0).fps != Fraction(2997, 125)  # what this guards against
     source = open_source(path)
-    declared = subprocess.run(
-        [
-            "ffprobe",
-            "-v",
-            "error",
-            "-select_streams",
-            "v:0",
-            "-show_entries",
-            "stream=r_frame_rate,duration",
-            "-of",
-            "json",
-            str(path),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
+    declared = ffprobe(path, "-select_streams", "v:0", "-show_entries", "stream=r_frame_rate,duration", "-of", "json")
     stream = json.loads(declared)["streams"][0]
     assert source.rate == Fraction(stream["r_frame_rate"]) == Fraction(2997, 125)
     assert abs(float(source.duration) - float(stream["duration"])) < 1e-6
@@ -225,23 +193,7 @@ def _raw_frames(path: Path, width: int, height: int) -> np.ndarray:
 
 
 def _stream_seconds(path: Path, kind: str) -> tuple[float, float]:
-    info = subprocess.run(
-        [
-            "ffprobe",
-            "-v",
-            "error",
-            "-select_streams",
-            kind,
-            "-show_entries",
-            "packet=pts_time,duration_time",
-            "-of",
-            "csv=p=0",
-            str(path),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
+    info = ffprobe(path, "-select_streams", kind, "-show_entries", "packet=pts_time,duration_time", "-of", "csv=p=0")
     rows = [[float(x) for x in line.split(",")[:2]] for line in info.splitlines() if line.strip()]
     return min(r[0] for r in rows), max(r[0] + r[1] for r in rows)
 
@@ -289,24 +241,16 @@ def _smooth(source: Path, out: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def _stream_rate_and_frames(path: Path) -> tuple[Fraction, int]:
-    out = subprocess.run(
-        [
-            "ffprobe",
-            "-v",
-            "error",
-            "-count_frames",
-            "-select_streams",
-            "v:0",
-            "-show_entries",
-            "stream=r_frame_rate,nb_read_frames",
-            "-of",
-            "json",
-            str(path),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
+    out = ffprobe(
+        path,
+        "-count_frames",
+        "-select_streams",
+        "v:0",
+        "-show_entries",
+        "stream=r_frame_rate,nb_read_frames",
+        "-of",
+        "json",
+    )
     stream = json.loads(out)["streams"][0]
     return Fraction(stream["r_frame_rate"]), int(stream["nb_read_frames"])
 

@@ -66,24 +66,37 @@ def atomic_target(target: Path) -> Iterator[Path]:
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_parts(target)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".part", dir=target.parent)
-    tmp_path = Path(tmp)
+    tmp_path = new_part(target)
     try:
-        os.close(fd)
-        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
         yield tmp_path
         os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)
 
 
-def remove_stale_parts(target: Path) -> list[Path]:
-    """Remove the temporaries that earlier fetches of ``target`` left behind; keep those still being written."""
-    pattern = re.compile(rf"\.{re.escape(target.name)}\.(?:(\d+)\.)?[a-z0-9_]{{8}}\.part")
+def new_part(target: Path, suffix: str = ".part") -> Path:
+    """Create an empty temporary beside ``target``, ``.{name}.{pid}.{random}{suffix}``, with the permissions a
+    new file gets under the umask (so they survive the rename)."""
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=suffix, dir=target.parent)
+    path = Path(name)
+    try:
+        os.close(fd)
+        os.chmod(path, 0o666 & ~_umask())  # mkstemp makes 0600
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def remove_stale_parts(target: Path, suffix: str = ".part", max_age_s: float | None = OWNED_PART_AGE_S) -> list[Path]:
+    """Remove the temporaries (named as :func:`new_part` names them) that earlier writers of ``target`` left
+    behind; keep those still being written. ``max_age_s``: one untouched for longer is abandoned even if a
+    process of its number runs (None: only a finished process abandons its temporary)."""
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.(?:(\d+)\.)?[a-z0-9_]{{8}}{re.escape(suffix)}")
     removed = []
     for part in target.parent.iterdir():
         match = pattern.fullmatch(part.name)
-        if not (match and _is_abandoned(part, match.group(1))):
+        if not (match and _is_abandoned(part, match.group(1), max_age_s)):
             continue
         try:
             part.unlink()
@@ -93,7 +106,7 @@ def remove_stale_parts(target: Path) -> list[Path]:
     return removed
 
 
-def _is_abandoned(part: Path, owner: str | None) -> bool:
+def _is_abandoned(part: Path, owner: str | None, max_age_s: float | None) -> bool:
     try:
         age = time.time() - part.stat().st_mtime
     except OSError:
@@ -101,7 +114,7 @@ def _is_abandoned(part: Path, owner: str | None) -> bool:
     if owner is None:  # named by an older vsrife, which did not record its process
         return age > UNOWNED_PART_AGE_S
     pid = int(owner)
-    return (pid != os.getpid() and not _process_exists(pid)) or age > OWNED_PART_AGE_S
+    return (pid != os.getpid() and not _process_exists(pid)) or (max_age_s is not None and age > max_age_s)
 
 
 def _process_exists(pid: int) -> bool:

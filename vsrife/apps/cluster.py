@@ -16,7 +16,6 @@ import contextlib
 import logging
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -45,7 +44,6 @@ from .chunks import (
     job_key,
     join,
     make_plan,
-    one_line,
 )
 
 CPU_CHUNK_SECONDS = Fraction(10)
@@ -128,13 +126,13 @@ def render_chunk(options: smooth.Options, chunk: Chunk, total: int, threads: int
     board.started.remote(chunk.index)
     try:
         vs.core.num_threads = threads  # the engine keeps to this task's share of the cores (engine.cpu_budget)
-        clip, _ = smooth.build(options)
+        clip = smooth.build(options)[0]
         if clip.num_frames != total:
             raise ChunkError(f"the graph here has {clip.num_frames} output frames, the plan {total}")
         data = encode(clip[chunk.start : chunk.end], options, _reporter(board, chunk.index))
         frames, checksum = decoded_checksum(data)
     except Exception as error:
-        raise ChunkError(one_line(error)) from None
+        raise ChunkError(smooth.in_cli_terms(error)) from None
     if frames != chunk.frames:
         raise ChunkError(f"the encoded chunk holds {frames} frames instead of {chunk.frames}")
     return ChunkResult(chunk.index, data, frames, checksum, _worker_label(), time.monotonic() - began)
@@ -161,7 +159,7 @@ def node_problem(path: str, fingerprint: str, model: str) -> str | None:
             return f"sees another file at {path}"
         weights.locate(model)
     except Exception as error:
-        return one_line(error)
+        return smooth.in_cli_terms(error)
     if shutil.which("ffmpeg") is None:
         return "has no ffmpeg"
     return None
@@ -200,6 +198,8 @@ class Slots:
 
 def run(options: smooth.Options, cluster: ClusterOptions) -> int:
     """Render ``options.input`` to ``options.output`` on Ray; 0 on success, 130 when interrupted."""
+    started = time.monotonic()
+    smooth.check_paths(options)
     ray = import_ray(local=cluster.address is None)
     media = smooth.probe(options.input)
     state = StateFolder(options.output)
@@ -212,22 +212,28 @@ def run(options: smooth.Options, cluster: ClusterOptions) -> int:
         )
     if cluster.resume and manifest is None:
         raise JobError(f"--resume: there is no {state.path} to resume")
-    original = signal.getsignal(signal.SIGTERM)
     try:
         slots = connect(ray, cluster, options)
-        signal.signal(signal.SIGTERM, _interrupt)  # a kill stops the tasks like Ctrl-C (ray.init set its own)
-        source = open_source(options.input)
-        if manifest is None:
-            seconds = cluster.chunk_seconds or (GPU_CHUNK_SECONDS if slots.gpus else CPU_CHUNK_SECONDS)
-            plan = make_plan(source, options, seconds, options.quiet)
-            state.start(key, options.input, plan)
-        else:
-            plan = Plan.from_json(manifest)
-            state.sweep()
-        return _render_and_join(ray, plan, state, slots, options, media, source)
+        with smooth.signals_interrupt():  # entered after ray.init, which sets a SIGTERM handler of its own
+            source = open_source(options.input)
+            _tell_format(source, options)
+            if manifest is None:
+                seconds = cluster.chunk_seconds or (GPU_CHUNK_SECONDS if slots.gpus else CPU_CHUNK_SECONDS)
+                plan = make_plan(source, options, seconds, options.quiet)
+                state.start(key, options.input, plan)
+            else:
+                plan = Plan.from_json(manifest)
+                state.sweep()
+            return _render_and_join(ray, plan, state, slots, options, media, source, started)
     finally:
         ray.shutdown()
-        signal.signal(signal.SIGTERM, original)
+
+
+def _tell_format(source: Source, options: smooth.Options) -> None:
+    """``vsrife smooth``'s note when the source's pixel format cannot be kept (rife keeps the format)."""
+    note = smooth.format_note(source.clip, smooth.for_y4m(source.clip, options.pix_fmt is not None), options)
+    if note and not options.quiet:
+        print(f"vsrife smooth: {note}", file=sys.stderr, flush=True)
 
 
 def import_ray(local: bool):
@@ -263,7 +269,7 @@ def connect(ray, cluster: ClusterOptions, options: smooth.Options) -> Slots:
     try:
         ray.init(address=cluster.address, logging_level=logging.ERROR, log_to_driver=False)
     except Exception as error:
-        raise JobError(f"cannot join the Ray cluster at {cluster.address}: {one_line(error)}") from None
+        raise JobError(f"cannot join the Ray cluster at {cluster.address}: {smooth.one_line(error)}") from None
     check_nodes(ray, options)
     return cluster_slots(ray, cluster.workers, options.device)
 
@@ -306,7 +312,7 @@ def check_joins(address: str) -> None:
     except subprocess.TimeoutExpired:
         raise JobError(f"no Ray cluster answers at {address} (nothing within {JOIN_TIMEOUT_S:.0f} s)") from None
     if result.returncode != 0:
-        raise JobError(f"cannot join the Ray cluster at {address}: {one_line(result.stdout or result.stderr)}")
+        raise JobError(f"cannot join the Ray cluster at {address}: {smooth.one_line(result.stdout or result.stderr)}")
 
 
 def _tls() -> bool:
@@ -361,12 +367,15 @@ def cluster_slots(ray, workers: int | None, device: str | None) -> Slots:
     return Slots(workers or max(1, room), {"num_cpus": threads}, threads)
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def _render_and_join(
-    ray, plan: Plan, state: StateFolder, slots: Slots, options: smooth.Options, media: smooth.Media, source: Source
+    ray,
+    plan: Plan,
+    state: StateFolder,
+    slots: Slots,
+    options: smooth.Options,
+    media: smooth.Media,
+    source: Source,
+    started: float,
 ) -> int:
     finished = state.finished(plan)
     todo = [chunk for chunk in plan.chunks if chunk.index not in finished]
@@ -376,20 +385,24 @@ def _render_and_join(
     try:
         results = render(ray, plan, todo, slots, options, state, progress)
     except KeyboardInterrupt:
+        progress.end_line()
         kept = len(state.finished(plan))
         if kept == 0:
             state.remove()
         left = f"{kept} of {len(plan.chunks)} chunks kept in {state.path}; run again to finish" if kept else "nothing"
-        print(f"\nvsrife smooth: interrupted; {left}", file=sys.stderr, flush=True)
+        print(f"vsrife smooth: interrupted; {left}", file=sys.stderr, flush=True)
         return smooth.EXIT_INTERRUPTED
     except JobError:
+        progress.end_line()
         if not state.finished(plan):
             state.remove()
         raise
     join(plan, state, options, media, source.start)
     state.remove()
     if not options.quiet:
-        print(summary(results, progress.elapsed(), len(plan.chunks)), file=sys.stderr)
+        seconds = time.monotonic() - started
+        print(smooth.summary(options.output, plan.total, plan.rate, seconds), file=sys.stderr)
+        print(worker_figures(results, progress.elapsed(), len(plan.chunks)), file=sys.stderr, flush=True)
     return 0
 
 
@@ -434,7 +447,7 @@ def _result(ray, reference, chunk: Chunk, board) -> ChunkResult:
             attempts = ATTEMPTS
         raise JobError(
             f"chunk {chunk.index} (output frames {chunk.start}-{chunk.end - 1}) failed {attempts} times: "
-            f"{one_line(cause)}"
+            f"{smooth.in_cli_terms(cause)}"
         ) from None
 
 
@@ -456,6 +469,7 @@ class JobProgress:
         self.start = time.monotonic()
         self.shown = 0.0
         self.ended = False
+        self.line_open = False
 
     def finished(self, chunk: Chunk) -> None:
         self.kept += chunk.frames
@@ -476,14 +490,21 @@ class JobProgress:
         end = "\n" if done >= self.total else ""
         line = f"\r[{bar}] {done}/{self.total} frames {fps:.2f} fps ETA {eta:5.0f} s"
         print(line, end=end, file=sys.stderr, flush=True)
+        self.line_open = not self.ended
+
+    def end_line(self) -> None:
+        """Finish a bar left mid-line, so that what is printed next starts a line of its own."""
+        if self.line_open:
+            print(file=sys.stderr, flush=True)
+            self.line_open = False
 
 
-def summary(results: list[ChunkResult], seconds: float, chunks: int) -> str:
-    """The job's speed and each worker's share."""
+def worker_figures(results: list[ChunkResult], seconds: float, chunks: int) -> str:
+    """The rendering's speed and each worker's share."""
     frames = sum(r.frames for r in results)
     lines = [
-        f"vsrife smooth: {frames} frames in {seconds:.1f} s ({frames / max(seconds, 1e-9):.2f} fps); "
-        f"{len(results)} of {chunks} chunks rendered now"
+        f"vsrife smooth: {len(results)} of {chunks} chunks rendered now, {frames} frames in {seconds:.1f} s "
+        f"({frames / max(seconds, 1e-9):.2f} frames/s)"
     ]
     for worker in sorted({r.worker for r in results}):
         mine = [r for r in results if r.worker == worker]
