@@ -156,7 +156,8 @@ class Watched:
     """A `vsrife smooth` run in the background; its process tree and listening sockets sampled meanwhile."""
 
     def __init__(self, args: list[str], env: dict | None = None) -> None:
-        self.log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed with the object) not a pipe: a run that writes much would block on it
+        # a file, not a pipe: a run that writes much would block on a pipe nobody reads (closed with the object)
+        self.log = tempfile.TemporaryFile("w+")  # noqa: SIM115
         self.process = subprocess.Popen(args, stderr=self.log, stdout=subprocess.DEVNULL, text=True, env=env)
         self.seen: set[int] = set()
         self.addresses: set[str] = set()
