@@ -241,13 +241,14 @@ class DeviceConverter:
 
     def to_rgb(self, planes: list[torch.Tensor]) -> torch.Tensor:
         """``planes`` (the clip's own, on the device) as RGB ``[1, 3, H, W]`` float32."""
-        codes = [p.float() for p in planes]
         if self.fmt.color_family == vs.GRAY:
-            codes = codes * 3
-        elif self.fmt.color_family == vs.YUV:
-            codes = [codes[0], *(self._upsample(c) for c in codes[1:])]
+            stacked = planes[0].float().view(1, -1).expand(3, -1)
+        elif self.fmt.color_family == vs.YUV and (self.x or self.y):
+            chroma = self._upsample(torch.stack(planes[1:]).float())  # both chroma planes in one pass
+            stacked = torch.cat([planes[0].float().view(1, -1), chroma.view(2, -1)])
+        else:
+            stacked = torch.stack(planes).float().view(3, -1)
         matrix, offset = self._to_rgb
-        stacked = torch.stack(codes).view(3, -1)
         return torch.addmm(offset, matrix, stacked).view(1, 3, self.height, self.width)
 
     def from_rgb(self, rgb: torch.Tensor) -> list[torch.Tensor]:
@@ -258,9 +259,11 @@ class DeviceConverter:
         codes = codes.view(batch, 3, self.height, self.width)
         if self.fmt.color_family == vs.GRAY:
             return [self._encode(codes[:, 0])]
-        if self.fmt.color_family == vs.RGB:
-            return [self._encode(codes[:, c]) for c in range(3)]
-        return [self._encode(codes[:, 0]), *(self._encode(self._downsample(codes[:, c])) for c in (1, 2))]
+        if self.fmt.color_family == vs.RGB or not (self.x or self.y):
+            encoded = self._encode(codes)
+            return [encoded[:, c] for c in range(3)]
+        chroma = self._encode(self._downsample(codes[:, 1:]))  # both chroma planes in one pass
+        return [self._encode(codes[:, 0]), chroma[:, 0], chroma[:, 1]]
 
     def _encode(self, codes: torch.Tensor) -> torch.Tensor:
         """Code values (plus ½) to the clip's sample type: halves rounded up (as zimg rounds) and clipped."""
