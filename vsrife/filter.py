@@ -15,7 +15,7 @@ import vapoursynth as vs
 
 from . import checkpoints, formats, frames, params, scene, weights
 from .engine import MAX_BATCH, Engine, Job
-from .errors import ParameterError
+from .errors import ParameterError, VsRifeError
 from .network import IFNet
 from .timing import MAX_OUTPUT_FRAMES, Blend, ConstantRate, FramePlanner, FrameTimes, Timing, VariableRate
 from .variants import architecture
@@ -315,7 +315,7 @@ def _output_frame(
         engine.start(_job(blend, window, planner))
     out = window[action.shown].copy()
     if isinstance(action, Blend):
-        frames.write(out, engine.synthesize(_job(action, window, planner), float(action.t)))
+        frames.write(out, _synthesized(engine, _job(action, window, planner), float(action.t)))
         out.props[TIMESTEP_PROP] = float(action.t)
         out.props[PAIR_PROP] = [action.left, action.right]
     before, after = planner.scene_change(n, window.facts, action)
@@ -327,6 +327,15 @@ def _output_frame(
         duration = frame_duration(window[left].props, left) / stretch
         out.props["_DurationNum"], out.props["_DurationDen"] = duration.numerator, duration.denominator
     return out
+
+
+def _synthesized(engine: Engine, job: Job, t: float) -> list:
+    try:
+        return engine.synthesize(job, t)
+    except VsRifeError as error:
+        # raised again from here alone: VapourSynth shows a callback's whole traceback and cuts a long one
+        # short, which could cut off the message itself
+        raise error.with_traceback(None) from None
 
 
 def _job(blend: Blend, window: _Window, planner: FramePlanner) -> Job:
