@@ -9,8 +9,10 @@ set -uo pipefail
 bundle=$(realpath "${1:?usage: tools/gpu_check.sh BUNDLE}")
 python=${PYTHON:-python3}
 device=${VSRIFE_TEST_DEVICE:-cuda}
-report=${OUT:-$PWD}/gpu-report.md
-if [ "$device" = cuda ]; then size=1920x1080 frames=48 repeats=3; else size=320x192 frames=8 repeats=1; fi
+out=${OUT:-$PWD}
+report=$out/gpu-report.md
+if [ "$device" = cuda ]; then size=1920x1080 frames=240 repeats=3; else size=320x192 frames=8 repeats=1; fi
+started=$SECONDS
 
 site=$(mktemp -d) cache=$(mktemp -d)
 trap 'rm -rf "$site" "$cache"' EXIT
@@ -29,27 +31,43 @@ note ""
 note "## Tests on $device"
 note ""
 note '```'
-"$python" -m pytest -q -p no:cacheprovider -rfEs tests/test_device.py \
-  "tests/test_real_weights.py::test_real_weights_equal_upstream" -k "not 4.0" 2>&1 | tail -n 25 >>"$report"
-tests=${PIPESTATUS[0]}
+timeout 180 "$python" -m pytest -q -p no:cacheprovider -rfEs tests/test_device.py \
+  "tests/test_real_weights.py::test_real_weights_equal_upstream" -k "not 4.0" >"$out/pytest.log" 2>&1
+tests=$?
+tail -n 25 "$out/pytest.log" >>"$report"
 note '```'
 note ""
 note "tests: $([ "$tests" = 0 ] && echo PASS || echo "FAIL (pytest exit $tests)")"
 note ""
 note "## Speed and memory: \`python -m vsrife bench\`, YUV420P8 in and out, 2x, $size"
 status=$tests
+# bench MODEL PRECISION [extra bench flags]: one configuration, its figures in the report at once
+bench() {
+  local model=$1 precision=$2 flag
+  shift 2
+  flag=$([ "$precision" = fp16 ] && echo --fp16 || echo --no-fp16)
+  note ""
+  note "### $model $precision $* (at $((SECONDS - started)) s)"
+  note ""
+  note '```'
+  timeout 150 "$python" -m vsrife bench --model "$model" --size "$size" --device "$device" "$flag" \
+    --format YUV420P8 --frames "$frames" --repeats "$repeats" "$@" >>"$report" 2>&1 || status=1
+  note '```'
+}
 for model in 4.26 4.6; do
   for precision in fp16 fp32; do
-    note ""
-    note "### $model $precision"
-    note ""
-    note '```'
-    flag=$([ "$precision" = fp16 ] && echo --fp16 || echo --no-fp16)
-    "$python" -m vsrife bench --model "$model" --size "$size" --device "$device" "$flag" \
-      --format YUV420P8 --frames "$frames" --repeats "$repeats" >>"$report" 2>&1 || status=1
-    note '```'
+    bench "$model" "$precision"
   done
 done
+note ""
+note "## The CUDA engine's choices, 4.26 fp16 (engine default: 2 workers)"
+if [ "$device" = cuda ]; then
+  bench 4.26 fp16 --no-upstream --cuda-workers 1
+  bench 4.26 fp16 --no-upstream --cuda-workers 3
+fi
+bench 4.26 fp16 --no-upstream --factor 4
+note ""
+note "finished in $((SECONDS - started)) s"
 note ""
 note "overall: $([ "$status" = 0 ] && echo PASS || echo FAIL)"
 cat "$report"

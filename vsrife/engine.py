@@ -38,7 +38,8 @@ from .network import IFNet
 
 def _is_out_of_memory(error: BaseException) -> bool:
     text = str(error)
-    return isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
+    signs = ("out of memory", "can't allocate memory", "CUDNN_STATUS_ALLOC_FAILED", "CUDNN_STATUS_NOT_ENOUGH_WORKSPACE")
+    return isinstance(error, torch.cuda.OutOfMemoryError) or any(sign in text for sign in signs)
 
 
 @dataclass(frozen=True)

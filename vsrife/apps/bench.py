@@ -13,6 +13,8 @@ import resource
 import statistics
 import time
 import tracemalloc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import partial
@@ -21,7 +23,7 @@ import numpy as np
 import torch
 import vapoursynth as vs
 
-from .. import checkpoints, frames, weights
+from .. import checkpoints, engine, frames, weights
 from ..filter import rife
 from ..network import IFNet
 from ..params import compute_device, half_precision, model_name
@@ -43,6 +45,7 @@ class BenchConfig:
     frames: int = 48  # output frames per end-to-end repeat
     repeats: int = 3
     upstream: bool = True
+    cuda_workers: int | None = None  # network calls at once on CUDA (default: the engine's choice)
 
 
 def _timed(run, repeats: int, warmup: int = 1) -> float:
@@ -129,14 +132,15 @@ def end_to_end(config: BenchConfig, clip: vs.VideoNode) -> tuple[float, int, str
     comes from VapourSynth's cache and the engine stays warm."""
     count, factor = config.frames, config.factor
     long = clip * (-(-count * (config.repeats + 1) // (clip.num_frames * factor)) + 1)
-    out = rife(
-        long,
-        model=config.model,
-        factor_num=factor.numerator,
-        factor_den=factor.denominator,
-        device=config.device,
-        fp16=config.fp16,
-    )
+    with _cuda_workers(config.cuda_workers):  # the engine is built, and its lanes chosen, in rife()
+        out = rife(
+            long,
+            model=config.model,
+            factor_num=factor.numerator,
+            factor_den=factor.denominator,
+            device=config.device,
+            fp16=config.fp16,
+        )
     requests = vs.core.num_threads  # as vspipe asks by default
     times, synthesized = [], []
     for repeat in range(config.repeats + 1):  # the first is the warm-up
@@ -148,7 +152,19 @@ def end_to_end(config: BenchConfig, clip: vs.VideoNode) -> tuple[float, int, str
             synthesized.append(made)
     threads = torch.get_num_threads()
     lanes = f"{vs.core.num_threads} VapourSynth threads, {requests} requests, {threads} torch threads per call"
+    if torch.cuda.is_available() and config.device != "cpu":
+        lanes += f", {config.cuda_workers or engine.CUDA_WORKERS} CUDA workers"
     return statistics.median(times), int(statistics.median(synthesized)), lanes
+
+
+@contextmanager
+def _cuda_workers(count: int | None) -> Iterator[None]:
+    saved = engine.CUDA_WORKERS
+    engine.CUDA_WORKERS = count or saved
+    try:
+        yield
+    finally:
+        engine.CUDA_WORKERS = saved
 
 
 def run(config: BenchConfig) -> dict[str, object]:

