@@ -15,6 +15,7 @@ import vapoursynth as vs
 
 from helpers import clip_from_array, frame_array, read_rgb_frames
 from vsrife import formats, frames, rife
+from vsrife.engine import ieee_fp32
 from vsrife.errors import DeviceError
 from vsrife.filter import _build_engine
 
@@ -57,7 +58,7 @@ def test_batched_timesteps_equal_one_at_a_time(real, fmt, device):
         for a, b in zip(batched[i], single, strict=True):
             # integer planes: the float results may round differently only by float noise
             assert np.abs(a.astype(np.float64) - b.astype(np.float64)).max() <= max(1, tolerance * peak)
-    with torch.inference_mode():
+    with torch.inference_mode(), ieee_fp32(torch.device(device)):
         raw_batched, singles = _raw_forwards(engine, left, right, ts, device)
     for i in range(len(ts)):
         assert (raw_batched[i] - singles[i]).abs().max().item() <= tolerance
@@ -119,7 +120,8 @@ def test_cuda_out_of_memory_is_one_clear_error(real, device):
     total = torch.cuda.get_device_properties(0).total_memory
     gc.collect()  # engines of earlier tests, and what the allocator keeps for them, do not count
     torch.cuda.empty_cache()
-    torch.cuda.set_per_process_memory_fraction(min(1.0, 256 * 2**20 / total))
+    held = torch.cuda.memory_reserved(0)  # what is still alive: the limit is 256 MiB on top of it
+    torch.cuda.set_per_process_memory_fraction(min(1.0, (held + 256 * 2**20) / total))
     try:
         with pytest.raises(vs.Error, match="out of CUDA memory interpolating 3840x2160") as caught:
             rife(clip, model="4.26", device=device).get_frame(1)
@@ -140,3 +142,24 @@ def test_device_names_and_ordinals(real, device):
     assert "RifeTimestep" in rife(clip, model="4.6", device_index=count - 1).get_frame(1).props
     with pytest.raises(DeviceError, match=f"cuda:{count} does not exist"):
         rife(clip, device=f"cuda:{count}")
+
+
+def test_cuda_graphs_equal_eager(real, device):
+    """The engine's CUDA graphs replay what it runs eagerly, on new inputs each time (batches of 1 and 3)."""
+    if device != "cuda":
+        pytest.skip("CUDA graphs exist on CUDA only")
+    clip = clip_from_array(real[:3]).resize.Bicubic(format=vs.YUV420P8, matrix_s="709")
+    convert = formats.DeviceConverter(
+        clip.format, clip.width, clip.height, formats.colour_of(clip), torch.device(device)
+    )
+    pairs = [(0, 1, (0.5,)), (1, 2, (0.5,)), (1, 2, (0.25, 0.5, 0.75)), (0, 2, (0.25, 0.5, 0.75))]
+    results = {}
+    for graphs in (True, False):
+        engine = _build_engine(convert, "4.26", None, False, 1.0, False, torch.device(device), torch.float16)
+        engine.graphs = graphs
+        prepared = [engine.prepare(i, clip.get_frame(i)) for i in range(3)]
+        results[graphs] = [frame for a, b, ts in pairs for frame in engine.interpolate(prepared[a], prepared[b], ts)]
+        assert (engine.captured_graphs > 0) == graphs
+    for replayed, eager in zip(results[True], results[False], strict=True):
+        for a, b in zip(replayed, eager, strict=True):
+            assert np.abs(a.astype(np.int16) - b.astype(np.int16)).max() <= 1

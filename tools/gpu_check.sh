@@ -60,8 +60,9 @@ for model in 4.26 4.6; do
   done
 done
 note ""
-note "## The CUDA engine's choices, 4.26 fp16 (engine default: 2 workers)"
+note "## The CUDA engine's choices, 4.26 fp16 (engine default: 2 workers, CUDA graphs on)"
 if [ "$device" = cuda ]; then
+  bench 4.26 fp16 --no-upstream --no-cuda-graphs
   bench 4.26 fp16 --no-upstream --cuda-workers 1
   bench 4.26 fp16 --no-upstream --cuda-workers 3
 fi

@@ -14,7 +14,7 @@ import statistics
 import time
 import tracemalloc
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import partial
@@ -46,6 +46,7 @@ class BenchConfig:
     repeats: int = 3
     upstream: bool = True
     cuda_workers: int | None = None  # network calls at once on CUDA (default: the engine's choice)
+    cuda_graphs: bool | None = None  # replay from CUDA graphs (default: the engine's choice, on)
 
 
 def _timed(run, repeats: int, warmup: int = 1) -> float:
@@ -87,22 +88,29 @@ def _tensors(clip: vs.VideoNode, multiple: int, device: torch.device, dtype: tor
 
 
 def network_seconds(config: BenchConfig, device: torch.device, dtype: torch.dtype, img: list[torch.Tensor]) -> float:
-    """Median seconds per interpolated frame: one forward plus one encoder run (a new frame per pair)."""
+    """Median seconds per interpolated frame: one forward plus one encoder run (a new frame per pair),
+    replayed from a CUDA graph where the engine would use one."""
     arch = architecture(config.model)
     net = IFNet(arch).eval()
     net.load_state_dict(checkpoints.load_state_dict(weights.locate(config.model)))
     net = net.to(device, dtype)
     timestep = torch.full((1, 1, *img[0].shape[2:]), 0.5, dtype=dtype, device=device)
+    with torch.inference_mode(), engine.ieee_fp32(device) if dtype == torch.float32 else nullcontext():
+        feat0 = net.features(img[0])
 
-    def run() -> None:
-        with torch.inference_mode():
-            feat0, feat1 = net.features(img[0]), net.features(img[1])
+        def step(img0: torch.Tensor, img1: torch.Tensor) -> torch.Tensor:
+            return net(img0, img1, timestep, feat0, net.features(img1))  # the next pair's new frame encoded
+
+        graphs = config.cuda_graphs if config.cuda_graphs is not None else engine.CUDA_GRAPHS
+        if device.type == "cuda" and graphs and not arch.retries_large_motion:
+            step = engine.Captured(step, img, pool=None)
+
+        def run() -> None:
             for _ in range(4):
-                net(img[0], img[1], timestep, feat0, feat1)
-                feat0 = net.features(img[1])  # the next pair's new frame
-        _sync(device)
+                step(*img)
+            _sync(device)
 
-    return _timed(run, config.repeats) / 4
+        return _timed(run, config.repeats) / 4
 
 
 def upstream_seconds(config: BenchConfig, device: torch.device, dtype: torch.dtype, img: list[torch.Tensor]) -> float:
@@ -132,7 +140,7 @@ def end_to_end(config: BenchConfig, clip: vs.VideoNode) -> tuple[float, int, str
     comes from VapourSynth's cache and the engine stays warm."""
     count, factor = config.frames, config.factor
     long = clip * (-(-count * (config.repeats + 1) // (clip.num_frames * factor)) + 1)
-    with _cuda_workers(config.cuda_workers):  # the engine is built, and its lanes chosen, in rife()
+    with _engine_defaults(config):  # the engine is built, its lanes chosen, in rife()
         out = rife(
             long,
             model=config.model,
@@ -153,18 +161,21 @@ def end_to_end(config: BenchConfig, clip: vs.VideoNode) -> tuple[float, int, str
     threads = torch.get_num_threads()
     lanes = f"{vs.core.num_threads} VapourSynth threads, {requests} requests, {threads} torch threads per call"
     if torch.cuda.is_available() and config.device != "cpu":
-        lanes += f", {config.cuda_workers or engine.CUDA_WORKERS} CUDA workers"
+        graphs = engine.CUDA_GRAPHS if config.cuda_graphs is None else config.cuda_graphs
+        lanes += f", {config.cuda_workers or engine.CUDA_WORKERS} CUDA workers, CUDA graphs {'on' if graphs else 'off'}"
     return statistics.median(times), int(statistics.median(synthesized)), lanes
 
 
 @contextmanager
-def _cuda_workers(count: int | None) -> Iterator[None]:
-    saved = engine.CUDA_WORKERS
-    engine.CUDA_WORKERS = count or saved
+def _engine_defaults(config: BenchConfig) -> Iterator[None]:
+    """The engine's CUDA choices as ``config`` asks, while ``rife()`` builds it."""
+    saved = engine.CUDA_WORKERS, engine.CUDA_GRAPHS
+    engine.CUDA_WORKERS = config.cuda_workers or saved[0]
+    engine.CUDA_GRAPHS = saved[1] if config.cuda_graphs is None else config.cuda_graphs
     try:
         yield
     finally:
-        engine.CUDA_WORKERS = saved
+        engine.CUDA_WORKERS, engine.CUDA_GRAPHS = saved
 
 
 def run(config: BenchConfig) -> dict[str, object]:

