@@ -1,0 +1,148 @@
+"""Where a CUDA frame's time goes (run by tools/gpu_probe.sh on a GPU machine; the findings go to $OUT/probe.md).
+
+1. The network alone (encoder + forward, replayed from a CUDA graph, 1080p real frames): memory layout
+   (NCHW / channels_last) x cuDNN's kernel choice (heuristics / benchmarked), each with its distance from
+   the NCHW-heuristics output.
+2. The kernels of one network replay, by GPU time.
+3. End to end through VapourSynth: the GPU's busy share of the wall time, and its kernels by GPU time.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+import vapoursynth as vs
+from torch.profiler import ProfilerActivity, profile
+
+from vsrife import checkpoints, engine, weights
+from vsrife.apps import bench
+from vsrife.network import IFNet
+from vsrife.variants import architecture
+
+REPORT = Path(os.environ.get("OUT", ".")) / "probe.md"
+DEVICE = torch.device(sys.argv[1] if len(sys.argv) > 1 else "cuda")
+WIDTH, HEIGHT = (1920, 1080) if DEVICE.type == "cuda" else (320, 192)
+
+
+def note(line: str = "") -> None:
+    with REPORT.open("a") as report:
+        report.write(line + "\n")
+    print(line, flush=True)
+
+
+def network(model: str, dtype: torch.dtype, channels_last: bool) -> IFNet:
+    net = IFNet(architecture(model)).eval()
+    net.load_state_dict(checkpoints.load_state_dict(weights.locate(model)))
+    net = net.to(DEVICE, dtype)
+    return net.to(memory_format=torch.channels_last) if channels_last else net
+
+
+def step_for(net: IFNet, img: list[torch.Tensor], channels_last: bool):
+    if channels_last:
+        img = [i.contiguous(memory_format=torch.channels_last) for i in img]
+    timestep = torch.full((1, 1, *img[0].shape[2:]), 0.5, dtype=img[0].dtype, device=DEVICE)
+    feat0 = net.features(img[0])
+
+    def step(img0: torch.Tensor, img1: torch.Tensor) -> torch.Tensor:
+        return net(img0, img1, timestep, feat0, net.features(img1))
+
+    if DEVICE.type == "cuda":
+        return engine.Captured(step, img, pool=None), img
+    return step, img
+
+
+def seconds_per_step(step, img, count: int = 40) -> float:
+    step(*img)
+    sync()
+    start = time.perf_counter()
+    for _ in range(count):
+        step(*img)
+    sync()
+    return (time.perf_counter() - start) / count
+
+
+def sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def layouts_and_kernel_choice(model: str, dtype: torch.dtype) -> None:
+    img = bench._tensors(bench.real_frames(WIDTH, HEIGHT), architecture(model).size_multiple(1.0), DEVICE, dtype)
+    note(f"\n## {model} {str(dtype)[6:]}: network alone (encoder + forward), {WIDTH}x{HEIGHT}\n")
+    note("| layout | cuDNN | ms per frame | frames/s | max diff from NCHW/heuristics |")
+    note("| --- | --- | --- | --- | --- |")
+    reference = None
+    for channels_last in (False, True):
+        for benchmark in (False, True):
+            torch.backends.cudnn.benchmark = benchmark
+            net = network(model, dtype, channels_last)
+            with torch.inference_mode():
+                step, inputs = step_for(net, img, channels_last)
+                out = step(*inputs).float().clone()
+                reference = out if reference is None else reference
+                s = seconds_per_step(step, inputs)
+            diff = (out - reference).abs().max().item()
+            layout = "channels_last" if channels_last else "NCHW"
+            choice = "benchmarked" if benchmark else "heuristics"
+            note(f"| {layout} | {choice} | {s * 1e3:.2f} | {1 / s:.1f} | {diff:.2e} |")
+    torch.backends.cudnn.benchmark = False
+
+
+def kernels_of_one_replay(model: str, dtype: torch.dtype) -> None:
+    img = bench._tensors(bench.real_frames(WIDTH, HEIGHT), architecture(model).size_multiple(1.0), DEVICE, dtype)
+    net = network(model, dtype, False)
+    with torch.inference_mode():
+        step, inputs = step_for(net, img, False)
+        step(*inputs)
+        sync()
+        with profile(activities=activities()) as prof:
+            for _ in range(5):
+                step(*inputs)
+            sync()
+    note(f"\n## {model} {str(dtype)[6:]}: kernels of 5 network replays (NCHW, heuristics)\n")
+    note("```")
+    note(prof.key_averages().table(sort_by=sort_key(), row_limit=25, max_name_column_width=70))
+    note("```")
+
+
+def end_to_end(model: str, fp16: bool) -> None:
+    config = bench.BenchConfig(model=model, width=WIDTH, height=HEIGHT, device=str(DEVICE), fp16=fp16, frames=96)
+    clip = bench.real_frames(WIDTH, HEIGHT, vs.YUV420P8)
+    bench.end_to_end(bench.BenchConfig(**{**config.__dict__, "frames": 16, "repeats": 1}), clip)  # warm
+    with profile(activities=activities()) as prof:
+        start = time.perf_counter()
+        seconds, made, lanes = bench.end_to_end(bench.BenchConfig(**{**config.__dict__, "repeats": 1}), clip)
+        wall = time.perf_counter() - start
+    events = prof.key_averages()
+    busy = sum(getattr(e, "self_device_time_total", 0) for e in events) / 1e6
+    note(f"\n## {model} fp16={fp16}: end to end, 2 x 96 output frames through VapourSynth ({lanes})\n")
+    note(f"- {made} synthesized in the timed repeat, median {96 / seconds:.1f} output frames/s while profiled")
+    note(f"- GPU kernel time {busy:.2f} s over {wall:.2f} s of wall time (busy share {busy / wall:.0%})")
+    note("```")
+    note(events.table(sort_by=sort_key(), row_limit=30, max_name_column_width=70))
+    note("```")
+
+
+def activities() -> list:
+    return [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if DEVICE.type == "cuda" else [])
+
+
+def sort_key() -> str:
+    return "self_cuda_time_total" if DEVICE.type == "cuda" else "self_cpu_time_total"
+
+
+def main() -> None:
+    REPORT.write_text(f"# vsrife GPU probe: {torch.cuda.get_device_name() if DEVICE.type == 'cuda' else 'CPU'}\n")
+    half = torch.float16 if DEVICE.type == "cuda" else torch.float32
+    layouts_and_kernel_choice("4.26", half)
+    end_to_end("4.26", fp16=DEVICE.type == "cuda")
+    kernels_of_one_replay("4.26", half)
+    layouts_and_kernel_choice("4.6", half)
+
+
+if __name__ == "__main__":
+    main()
