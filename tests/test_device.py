@@ -15,7 +15,7 @@ import vapoursynth as vs
 
 from helpers import clip_from_array, frame_array, read_rgb_frames
 from vsrife import formats, frames, rife
-from vsrife.engine import ieee_fp32
+from vsrife.engine import Engine, ieee_fp32
 from vsrife.errors import DeviceError
 from vsrife.filter import _build_engine
 
@@ -163,3 +163,25 @@ def test_cuda_graphs_equal_eager(real, device):
     for replayed, eager in zip(results[True], results[False], strict=True):
         for a, b in zip(replayed, eager, strict=True):
             assert np.abs(a.astype(np.int16) - b.astype(np.int16)).max() <= 1
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_channels_last_equals_nchw(real, device, dtype):
+    """NHWC (the default for fp16 on CUDA) computes what NCHW does, up to the kernels' rounding."""
+    if device == "cpu" and dtype == torch.float16:
+        pytest.skip("fp16 on the CPU: too slow for this test; fp32 checks the layout's code path")
+    clip = clip_from_array(real[:2]).resize.Bicubic(format=vs.YUV420P10, matrix_s="709")
+    convert = formats.DeviceConverter(
+        clip.format, clip.width, clip.height, formats.colour_of(clip), torch.device(device)
+    )
+    results = []
+    for channels_last in (True, False):
+        engine = _build_engine(convert, "4.26", None, False, 1.0, False, torch.device(device), dtype)
+        engine = Engine(engine.net, engine.device, dtype, convert, 64, max_cached=8, channels_last=channels_last)
+        left, right = (engine.prepare(i, clip.get_frame(i)) for i in range(2))
+        assert left.image.is_contiguous(memory_format=torch.channels_last) == channels_last
+        results.append(engine.interpolate(left, right, (0.25, 0.5)))
+    codes = 8 if dtype == torch.float16 else 1  # of 1023: fp16 rounds where NHWC and NCHW kernels differ
+    for nhwc, nchw in zip(*results, strict=True):
+        for a, b in zip(nhwc, nchw, strict=True):
+            assert np.abs(a.astype(np.int32) - b.astype(np.int32)).max() <= codes

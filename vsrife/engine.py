@@ -80,6 +80,7 @@ Planes = list[np.ndarray]  # one frame's planes in the clip's own sample type
 _TORCH_TYPES = {np.dtype(t): getattr(torch, t) for t in ("uint8", "uint16", "float16", "float32")}
 
 MAX_CPU_WORKERS = 8
+MAX_KEPT_TIMESTEPS = 256  # timestep tensors each worker keeps on the device
 CPU_BYTES_PER_PIXEL = 640  # peak host memory of one 4.26 forward, measured at 1280x768 and 1920x1088
 CUDA_WORKERS = 2
 
@@ -129,6 +130,7 @@ class _Lane:
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         self._pinned: dict[tuple, tuple[torch.Tensor, torch.cuda.Event | None]] = {}
         self.graphs: dict[tuple, Captured] = {}
+        self._timesteps: dict[tuple, torch.Tensor] = {}
         self.pool = torch.cuda.graph_pool_handle() if device.type == "cuda" else None  # its graphs run in turn
 
     def context(self):
@@ -150,6 +152,18 @@ class _Lane:
         for tensor in (prepared.image, prepared.features):
             if tensor is not None:
                 tensor.record_stream(self.stream)
+
+    def timesteps(self, ts: tuple[float, ...], dtype: torch.dtype) -> torch.Tensor:
+        """``ts`` as a ``[B, 1, 1, 1]`` device tensor, kept: a copy from pageable host memory waits for the whole
+        stream, and a clip's timesteps repeat (2x: always 0.5)."""
+        key = (ts, dtype)
+        tensor = self._timesteps.get(key)
+        if tensor is None:
+            if len(self._timesteps) >= MAX_KEPT_TIMESTEPS:
+                self._timesteps.clear()
+            tensor = torch.tensor(ts, dtype=dtype).view(len(ts), 1, 1, 1).to(self.device)
+            self._timesteps[key] = tensor
+        return tensor
 
     def upload(self, planes: Planes) -> list[torch.Tensor]:
         """The planes on the device, in their own sample type (on the CPU, a copy: VapourSynth's frames are
@@ -257,7 +271,8 @@ class Engine:
 
     Up to ``lanes.workers`` batches run at once (VapourSynth asks for frames from several threads, and the
     filter starts the next in-betweens early). ``graphs`` (default: on CUDA, where the version allows)
-    replays each worker's work from CUDA graphs.
+    replays each worker's work from CUDA graphs; ``channels_last`` (default: fp16 on CUDA) keeps images
+    and weights in NHWC.
     """
 
     def __init__(
@@ -270,9 +285,15 @@ class Engine:
         max_cached: int,
         lanes: Lanes | None = None,
         graphs: bool | None = None,
+        channels_last: bool | None = None,
     ) -> None:
+        # half precision on CUDA: cuDNN's tensor-core kernels work on NHWC, so NCHW costs two transposes per
+        # convolution (measured on an H100 at 1080p: 4.26 5.8 -> 5.2 ms, 4.6 4.4 -> 3.8 ms per frame)
+        nhwc = device.type == "cuda" and dtype == torch.float16
+        self.channels_last = nhwc if channels_last is None else channels_last
+        self.layout = torch.channels_last if self.channels_last else torch.contiguous_format
         try:
-            self.net = net.eval().to(device, dtype)
+            self.net = net.eval().to(device, dtype, memory_format=self.layout)
         except (torch.cuda.OutOfMemoryError, RuntimeError) as error:
             if not _is_out_of_memory(error):
                 raise
@@ -337,7 +358,7 @@ class Engine:
     def _prepared(self, *planes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """A frame's planes on the device as the network's padded RGB, and its encoder features."""
         rgb = self.convert.to_rgb(list(planes)).to(self.dtype)
-        image = F.pad(rgb, self.padding) if any(self.padding) else rgb.contiguous()
+        image = (F.pad(rgb, self.padding) if any(self.padding) else rgb).contiguous(memory_format=self.layout)
         return image, self.net.features(image)
 
     def interpolate(self, left: Prepared, right: Prepared, ts: tuple[float, ...]) -> list[Planes]:
@@ -346,7 +367,7 @@ class Engine:
         with self._lane() as lane:
             lane.use(left)
             lane.use(right)
-            timestep = torch.tensor(ts, dtype=self.dtype).view(batch, 1, 1, 1).to(self.device, non_blocking=True)
+            timestep = lane.timesteps(ts, self.dtype)
             features = [f for f in (left.features, right.features) if f is not None]
             inputs = [left.image, right.image, timestep, *features]
             planes = lane.download(self._call(lane, ("interpolate", batch), self._in_betweens, inputs))
