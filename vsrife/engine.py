@@ -80,6 +80,7 @@ Planes = list[np.ndarray]  # one frame's planes in the clip's own sample type
 _TORCH_TYPES = {np.dtype(t): getattr(torch, t) for t in ("uint8", "uint16", "float16", "float32")}
 
 MAX_CPU_WORKERS = 8
+WORKER_PREFIX = "vsrife-engine"  # names of the engines' worker threads
 MAX_KEPT_TIMESTEPS = 256  # timestep tensors each worker keeps on the device
 CPU_BYTES_PER_PIXEL = 640  # peak host memory of one 4.26 forward, measured at 1280x768 and 1920x1088
 CUDA_WORKERS = 2
@@ -234,6 +235,12 @@ class Captured:
         return self.outputs
 
 
+def prefers_channels_last(device: torch.device, dtype: torch.dtype) -> bool:
+    """Half precision on CUDA: cuDNN's tensor-core kernels work on NHWC, so NCHW costs two transposes per
+    convolution (measured on an H100 at 1080p, one frame: 4.26 5.8 -> 5.2 ms, 4.6 4.4 -> 3.8 ms)."""
+    return device.type == "cuda" and dtype == torch.float16
+
+
 _TF32 = threading.Lock()
 _tf32_users = 0
 _tf32_saved = True
@@ -263,7 +270,7 @@ def ieee_fp32(device: torch.device) -> Iterator[None]:
 
 CUDA_CACHE_BYTES = 1 << 30  # prepared frames kept on a GPU
 CPU_CACHE_SHARE = 8  # on the CPU: at most an eighth of the available memory
-MAX_BATCH = 8  # timesteps of one pair per forward
+MAX_BATCH = 8  # timesteps of one pair per forward, on CUDA
 
 
 class Engine:
@@ -287,10 +294,7 @@ class Engine:
         graphs: bool | None = None,
         channels_last: bool | None = None,
     ) -> None:
-        # half precision on CUDA: cuDNN's tensor-core kernels work on NHWC, so NCHW costs two transposes per
-        # convolution (measured on an H100 at 1080p: 4.26 5.8 -> 5.2 ms, 4.6 4.4 -> 3.8 ms per frame)
-        nhwc = device.type == "cuda" and dtype == torch.float16
-        self.channels_last = nhwc if channels_last is None else channels_last
+        self.channels_last = prefers_channels_last(device, dtype) if channels_last is None else channels_last
         self.layout = torch.channels_last if self.channels_last else torch.contiguous_format
         try:
             self.net = net.eval().to(device, dtype, memory_format=self.layout)
@@ -308,6 +312,9 @@ class Engine:
         self.padding = (0, -self.width % multiple, 0, -self.height % multiple)
         padded = (self.width + self.padding[1], self.height + self.padding[3])
         self.lanes = lanes or Lanes.choose(device, *padded)
+        # on the CPU a batch saves no work but holds a worker longer: with a pair's 2-3 in-betweens (24 -> 60)
+        # in one batch, two workers had only one pair to share, and the render ran 30 % slower
+        self.max_batch = MAX_BATCH if device.type == "cuda" else 1
         self.sources: FutureCache[int, Prepared] = FutureCache(self._cache_frames(padded, max_cached))
         if device.type == "cpu":
             torch.set_num_threads(self.lanes.threads)
@@ -315,7 +322,7 @@ class Engine:
         self._free: queue.SimpleQueue[_Lane] = queue.SimpleQueue()
         for lane in self._all_lanes:
             self._free.put(lane)
-        pool = ThreadPoolExecutor(self.lanes.workers, thread_name_prefix="vsrife")
+        pool = self._pool = ThreadPoolExecutor(self.lanes.workers, thread_name_prefix=WORKER_PREFIX)
         weakref.finalize(self, pool.shutdown, wait=False, cancel_futures=True)
         # batches started before VapourSynth asks for them (its Python callbacks run one at a time)
         self._ahead: FutureCache[tuple, list[Planes]] = FutureCache(4 * self.lanes.workers + 4, pool)
@@ -327,6 +334,13 @@ class Engine:
         frame_bytes = channels * padded[0] * padded[1] * torch.finfo(self.dtype).bits // 8
         budget = CUDA_CACHE_BYTES if self.device.type == "cuda" else _available_memory() / CPU_CACHE_SHARE
         return int(max(2 * self.lanes.workers + 2, min(most, budget // frame_bytes)))
+
+    def close(self) -> None:
+        """Drop the batches started ahead that nobody will ask for and wait for those running: called when
+        the filter's clip is freed, so nothing of this engine runs on once its host (vspipe) frees the
+        VapourSynth core. From one of its own workers it cannot wait for itself, and does not."""
+        own_worker = threading.current_thread().name.startswith(WORKER_PREFIX)
+        self._pool.shutdown(wait=not own_worker, cancel_futures=True)
 
     @property
     def captured_graphs(self) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from fractions import Fraction
@@ -14,7 +15,7 @@ import torch
 import vapoursynth as vs
 
 from . import checkpoints, formats, frames, params, scene, weights
-from .engine import MAX_BATCH, Engine, Job
+from .engine import Engine, Job
 from .errors import ParameterError, VsRifeError
 from .network import IFNet
 from .timing import MAX_OUTPUT_FRAMES, Blend, ConstantRate, FramePlanner, FrameTimes, Timing, VariableRate
@@ -210,9 +211,9 @@ def _interpolate(clip: vs.VideoNode, planner: FramePlanner, engine: Engine) -> v
     last += engine.lanes.workers
     window = _window(info, planner, first, last)
     stretch = planner.timing.ratio if clip.fps == 0 and isinstance(planner.timing, ConstantRate) else None
-    out = window[0].std.ModifyFrame(
-        window, partial(_output_frame, planner=planner, engine=engine, first=first, stretch=stretch)
-    )
+    produce = partial(_output_frame, planner=planner, engine=engine, first=first, stretch=stretch)
+    weakref.finalize(produce, engine.close)  # VapourSynth drops the callback with the clip's last reference
+    out = window[0].std.ModifyFrame(window, produce)
     if isinstance(planner.timing, VariableRate) or clip.fps != 0:
         rate = planner.timing.rate if isinstance(planner.timing, VariableRate) else clip.fps * planner.timing.ratio
         return out.std.AssumeFPS(fpsnum=rate.numerator, fpsden=rate.denominator)
@@ -282,19 +283,21 @@ class _Window:
         return self._facts[j]
 
 
-def _blends_ahead(n: int, planner: FramePlanner, window: _Window, count: int) -> list[Blend]:
-    """Up to ``count`` in-betweens of the output frames after ``n`` that this window can plan and feed."""
-    found = []
-    for m in range(n + 1, min(n + 4 * count + 4, planner.timing.output_frames)):
+def _jobs_ahead(n: int, planner: FramePlanner, window: _Window, count: int, batch: int) -> list[Job]:
+    """Up to ``count`` batches of in-betweens of the output frames after ``n`` that this window can plan and
+    feed (several output frames may share one batch)."""
+    found: dict[tuple, Job] = {}
+    for m in range(n + 1, min(n + 4 * count * batch + 4, planner.timing.output_frames)):
         try:
             action = planner.plan(m, window.facts)
         except LookupError:  # planning it needs frames past this window
             break
         if isinstance(action, Blend) and window.holds(action.left) and window.holds(action.right):
-            found.append(action)
+            job = _job(action, window, planner, batch)
+            found.setdefault(job.key, job)
         if len(found) == count:
             break
-    return found
+    return list(found.values())
 
 
 def _output_frame(
@@ -311,11 +314,11 @@ def _output_frame(
     left = planner.timing.position(n).left
     window = _Window(f, left + first)
     action = planner.plan(n, window.facts)
-    for blend in _blends_ahead(n, planner, window, engine.lanes.workers):
-        engine.start(_job(blend, window, planner))
+    for job in _jobs_ahead(n, planner, window, engine.lanes.workers, engine.max_batch):
+        engine.start(job)
     out = window[action.shown].copy()
     if isinstance(action, Blend):
-        frames.write(out, _synthesized(engine, _job(action, window, planner), float(action.t)))
+        frames.write(out, _synthesized(engine, _job(action, window, planner, engine.max_batch), float(action.t)))
         out.props[TIMESTEP_PROP] = float(action.t)
         out.props[PAIR_PROP] = [action.left, action.right]
     before, after = planner.scene_change(n, window.facts, action)
@@ -338,16 +341,16 @@ def _synthesized(engine: Engine, job: Job, t: float) -> list:
         raise error.with_traceback(None) from None
 
 
-def _job(blend: Blend, window: _Window, planner: FramePlanner) -> Job:
-    return Job(blend.left, blend.right, _batch_of(blend, planner), window[blend.left], window[blend.right])
+def _job(blend: Blend, window: _Window, planner: FramePlanner, batch: int) -> Job:
+    return Job(blend.left, blend.right, _batch_of(blend, planner, batch), window[blend.left], window[blend.right])
 
 
-def _batch_of(blend: Blend, planner: FramePlanner) -> tuple[float, ...]:
+def _batch_of(blend: Blend, planner: FramePlanner, batch: int) -> tuple[float, ...]:
     """The timesteps computed together with ``blend``'s: every in-between of its pair (neighbouring source
-    frames, whose output frames all blend them), at most MAX_BATCH of them, the same whichever output frame
+    frames, whose output frames all blend them), at most ``batch`` of them, the same whichever output frame
     asks. A pair further apart (re-timed drawings) is computed one timestep at a time."""
     if blend.right != blend.left + 1:
         return (float(blend.t),)
     ts = [t for t in planner.timing.timesteps_of(blend.left) if t != 0]
-    chunk = ts.index(blend.t) // MAX_BATCH * MAX_BATCH
-    return tuple(float(t) for t in ts[chunk : chunk + MAX_BATCH])
+    chunk = ts.index(blend.t) // batch * batch
+    return tuple(float(t) for t in ts[chunk : chunk + batch])

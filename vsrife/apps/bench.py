@@ -88,12 +88,14 @@ def _tensors(clip: vs.VideoNode, multiple: int, device: torch.device, dtype: tor
 
 
 def network_seconds(config: BenchConfig, device: torch.device, dtype: torch.dtype, img: list[torch.Tensor]) -> float:
-    """Median seconds per interpolated frame: one forward plus one encoder run (a new frame per pair),
-    replayed from a CUDA graph where the engine would use one."""
+    """Median seconds per interpolated frame: one forward plus one encoder run (a new frame per pair), in
+    the engine's memory layout, replayed from a CUDA graph where the engine would use one."""
     arch = architecture(config.model)
     net = IFNet(arch).eval()
     net.load_state_dict(checkpoints.load_state_dict(weights.locate(config.model)))
-    net = net.to(device, dtype)
+    layout = torch.channels_last if engine.prefers_channels_last(device, dtype) else torch.contiguous_format
+    net = net.to(device, dtype, memory_format=layout)
+    img = [i.contiguous(memory_format=layout) for i in img]
     timestep = torch.full((1, 1, *img[0].shape[2:]), 0.5, dtype=dtype, device=device)
     with torch.inference_mode(), engine.ieee_fp32(device) if dtype == torch.float32 else nullcontext():
         feat0 = net.features(img[0])
