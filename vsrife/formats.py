@@ -134,13 +134,17 @@ class _Resampler:
         self.kernel = [[float(w) for w in row] for row in kernel]  # per phase, per tap
         self.steps = (size_out - 1) // self.phases + 1
         steps_needed = (size_out - 1) // self.phases * self.stride + 1
-        padded = np.arange(low, low + steps_needed + kernel.shape[1] - 1)
-        self.source = torch.from_numpy(mirrored(padded, size_in)).to(device)
+        high = low + steps_needed + kernel.shape[1] - 1
+        self.source = torch.from_numpy(mirrored(np.arange(low, high), size_in)).to(device)
+        # the mirrored input as a slice with its edges flipped on: one pass, where a gather is slow
+        self.size_in = size_in
+        left, right = max(0, -low), max(0, high - size_in)
+        self.edges = (left, max(0, low), min(size_in, high), right) if max(left, right) <= size_in else None
 
     def __call__(self, plane: torch.Tensor, dim: int) -> torch.Tensor:
         """``plane`` resampled along ``dim`` (-1: width, -2: height), each tap one shifted view of the
         mirrored input, weighted and summed; the phases interleaved."""
-        padded = plane.index_select(dim, self.source)
+        padded = self._mirrored(plane, dim)
         span = (self.steps - 1) * self.stride + 1
         phases = []
         for kernel in self.kernel:
@@ -153,6 +157,18 @@ class _Resampler:
             phases.append(out)
         interleaved = phases[0] if len(phases) == 1 else torch.stack(phases, dim=dim).flatten(dim - 1, dim)
         return _slice(interleaved, dim, 0, self.size_out, 1)
+
+    def _mirrored(self, plane: torch.Tensor, dim: int) -> torch.Tensor:
+        """``plane`` at :attr:`source`'s indices along ``dim``."""
+        if self.edges is None:  # an edge wider than the plane: mirrored more than once
+            return plane.index_select(dim, self.source)
+        left, start, stop, right = self.edges
+        pieces = [_slice(plane, dim, start, stop, 1)]
+        if left:
+            pieces.insert(0, _slice(plane, dim, 0, left, 1).flip(dim))
+        if right:
+            pieces.append(_slice(plane, dim, self.size_in - right, self.size_in, 1).flip(dim))
+        return torch.cat(pieces, dim) if len(pieces) > 1 else pieces[0]
 
 
 def chroma_position(location: vs.ChromaLocation, axis: str, factor: int) -> float:
