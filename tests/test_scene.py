@@ -7,7 +7,7 @@ import pytest
 import vapoursynth as vs
 
 from helpers import clip_from_array, frame_array
-from vsrife import rife, sc_detect
+from vsrife import engine, rife, sc_detect
 from vsrife.engine import Engine
 from vsrife.errors import ParameterError, ParameterTypeError
 from vsrife.sources import open_video
@@ -175,7 +175,11 @@ def count_network_calls(monkeypatch) -> list[int]:
     return calls
 
 
-def test_still_pairs_skip_the_network_bit_exact(shot, monkeypatch):
+@pytest.mark.parametrize("batch", [engine.CPU_BATCH, engine.MAX_BATCH])
+def test_still_pairs_skip_the_network_bit_exact(shot, monkeypatch, batch):
+    """Each in-between is computed once, none in still pairs; batched (as on CUDA: the plan is the same on
+    any device) each pair's three timesteps are one forward."""
+    monkeypatch.setattr(engine, "CPU_BATCH", batch)
     frames = np.concatenate([shot[:3], shot[2:3], shot[2:3], shot[3:5]])  # 0 1 2 2 2 3 4
     calls = count_network_calls(monkeypatch)
     out = rife(clip_from_array(frames), model="4.26", factor_num=4, device="cpu")
@@ -186,7 +190,7 @@ def test_still_pairs_skip_the_network_bit_exact(shot, monkeypatch):
         out.get_frame(n)
     in_betweens, after_the_end, in_still_pairs = 4 * 7 - 7, 3, 2 * 3
     assert sum(calls) == in_betweens - after_the_end - in_still_pairs
-    assert calls == [3] * len(calls), "each pair's three timesteps in one forward, once"
+    assert calls == [min(3, batch)] * len(calls), "each pair's timesteps in as few forwards as allowed, once"
 
 
 def test_static_threshold_none_always_interpolates(shot, monkeypatch):

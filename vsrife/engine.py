@@ -271,6 +271,9 @@ def ieee_fp32(device: torch.device) -> Iterator[None]:
 CUDA_CACHE_BYTES = 1 << 30  # prepared frames kept on a GPU
 CPU_CACHE_SHARE = 8  # on the CPU: at most an eighth of the available memory
 MAX_BATCH = 8  # timesteps of one pair per forward, on CUDA
+# on the CPU a batch saves no work but holds a worker longer: with a pair's 2-3 in-betweens (25 -> 60) in
+# one batch, two workers had only one pair to share, and the render ran 30 % slower
+CPU_BATCH = 1
 
 
 class Engine:
@@ -312,9 +315,7 @@ class Engine:
         self.padding = (0, -self.width % multiple, 0, -self.height % multiple)
         padded = (self.width + self.padding[1], self.height + self.padding[3])
         self.lanes = lanes or Lanes.choose(device, *padded)
-        # on the CPU a batch saves no work but holds a worker longer: with a pair's 2-3 in-betweens (24 -> 60)
-        # in one batch, two workers had only one pair to share, and the render ran 30 % slower
-        self.max_batch = MAX_BATCH if device.type == "cuda" else 1
+        self.max_batch = MAX_BATCH if device.type == "cuda" else CPU_BATCH
         self.sources: FutureCache[int, Prepared] = FutureCache(self._cache_frames(padded, max_cached))
         if device.type == "cpu":
             torch.set_num_threads(self.lanes.threads)
