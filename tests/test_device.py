@@ -168,8 +168,6 @@ def test_cuda_graphs_equal_eager(real, device):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_channels_last_equals_nchw(real, device, dtype):
     """NHWC (the default for fp16 on CUDA) computes what NCHW does, up to the kernels' rounding."""
-    if device == "cpu" and dtype == torch.float16:
-        pytest.skip("fp16 on the CPU: too slow for this test; fp32 checks the layout's code path")
     clip = clip_from_array(real[:2]).resize.Bicubic(format=vs.YUV420P10, matrix_s="709")
     convert = formats.DeviceConverter(
         clip.format, clip.width, clip.height, formats.colour_of(clip), torch.device(device)
