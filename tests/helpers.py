@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -46,3 +47,19 @@ def ffprobe(path: Path, *args: str) -> str:
     return subprocess.run(
         ["ffprobe", "-v", "error", *args, str(path)], check=True, capture_output=True, text=True
     ).stdout
+
+
+def probe(path: Path) -> dict:
+    """ffprobe's JSON for ``path``: its streams (frames counted by decoding), chapters and format."""
+    return json.loads(ffprobe(path, "-count_frames", "-show_streams", "-show_chapters", "-show_format", "-of", "json"))
+
+
+def ffmpeg(*args: str) -> None:
+    """Run ffmpeg (errors only, never asking, overwriting its outputs); a failure fails the test."""
+    subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-y", *args], check=True)
+
+
+def short_bunny(source: Path | str, out: Path) -> None:
+    """The first 2 s of the Big Buck Bunny sample at 320x180 in x264, its AAC audio copied."""
+    x264 = ["-c:v", "libx264", "-crf", "16"]
+    ffmpeg("-i", str(source), "-t", "2", "-vf", "scale=320:180", *x264, "-c:a", "copy", str(out))

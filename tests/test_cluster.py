@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import ffmpeg, probe, short_bunny
 from vsrife import rife
 from vsrife.apps import chunks, smooth
 from vsrife.sources import open_source
@@ -35,10 +36,6 @@ SMALL_CHUNKS = ("--chunk-seconds", "0.5")  # 30 output frames: several chunks ev
 pytestmark = pytest.mark.slow
 
 
-def ffmpeg(*args: str) -> None:
-    subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-y", *args], check=True)
-
-
 def framemd5(path: Path, stream: str = "v") -> list[str]:
     """Every decoded frame of one stream: timestamps, duration, size and md5 (ffmpeg's framemd5)."""
     out = subprocess.run(
@@ -48,16 +45,6 @@ def framemd5(path: Path, stream: str = "v") -> list[str]:
         text=True,
     ).stdout
     return [line for line in out.splitlines() if not line.startswith("#")]
-
-
-def probe(path: Path) -> dict:
-    out = subprocess.run(
-        ["ffprobe", "-v", "error", "-count_frames", "-show_streams", "-show_format", "-of", "json", str(path)],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return json.loads(out.stdout)
 
 
 def stream_seconds(path: Path, kind: str) -> float:
@@ -216,21 +203,7 @@ def clips(sample_path, tmp_path_factory) -> dict[str, Path]:
     ffmpeg("-i", str(sample_path("bikes")), "-frames:v", "96", *retime, "-c:v", "libx264", "-crf", "16", str(silent))
     tone = f"sine=frequency=440:sample_rate=48000:duration={float(seconds)}"
     ffmpeg("-i", str(silent), "-f", "lavfi", "-i", tone, "-c:v", "copy", "-c:a", "pcm_s16le", str(made["cuts"]))
-    ffmpeg(
-        "-i",
-        str(sample_path("bigbuckbunny")),
-        "-t",
-        "2",
-        "-vf",
-        "scale=320:180",
-        "-c:v",
-        "libx264",
-        "-crf",
-        "16",
-        "-c:a",
-        "copy",
-        str(made["aac"]),
-    )
+    short_bunny(sample_path("bigbuckbunny"), made["aac"])
     return made
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import signal
@@ -14,19 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ffprobe
+from helpers import ffmpeg, probe, short_bunny
 
 BIN = Path(sys.executable).parent
 VSRIFE = str(BIN / "vsrife")
 pytestmark = pytest.mark.slow
-
-
-def ffmpeg(*args: str) -> None:
-    subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-y", *args], check=True)
-
-
-def probe(path: Path) -> dict:
-    return json.loads(ffprobe(path, "-count_frames", "-show_streams", "-show_chapters", "-show_format", "-of", "json"))
 
 
 def video(info: dict) -> dict:
@@ -55,21 +46,7 @@ def clips(sample_path, small_bunny, tmp_path_factory) -> dict[str, Path]:
         "ten_bit": folder / "bunny_10bit.mkv",  # yuv420p10le
         "extras": folder / "extras.mkv",  # with subtitles and chapters
     }
-    ffmpeg(
-        "-i",
-        bunny,
-        "-t",
-        "2",
-        "-vf",
-        "scale=320:180",
-        "-c:v",
-        "libx264",
-        "-crf",
-        "16",
-        "-c:a",
-        "copy",
-        str(made["audio"]),
-    )
+    short_bunny(bunny, made["audio"])
     # 32 whole frames (a stream copy cut at 1 s would drop a B-frame and leave a gap in the timestamps)
     ffmpeg("-i", phone, "-frames:v", "32", "-c:v", "libx264", "-crf", "16", str(made["silent"]))
     ffmpeg("-i", phone, "-t", "1", "-vf", "scale=175:99", "-pix_fmt", "yuv444p", "-c:v", "ffv1", str(made["odd"]))

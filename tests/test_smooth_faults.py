@@ -24,16 +24,12 @@ from pathlib import Path
 import pytest
 
 import vsrife
-from helpers import ffprobe
+from helpers import ffmpeg, ffprobe
 from vsrife.apps.smooth import Expected, damage
 
 BIN = Path(sys.executable).parent
 VSRIFE = str(BIN / "vsrife")
 pytestmark = pytest.mark.slow
-
-
-def ffmpeg(*args: str) -> None:
-    subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-y", *args], check=True)
 
 
 def smooth(*args: str, cwd: Path | None = None, preexec_fn: Callable[[], None] | None = None, quiet: bool = True):

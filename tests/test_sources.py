@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import vapoursynth as vs
 
-from helpers import clip_from_array, ffprobe
+from helpers import clip_from_array, ffmpeg, ffprobe
 from vsrife import rife, sc_detect
 from vsrife.errors import ParameterError, ParameterTypeError
 from vsrife.sources import SourceError, open_source, open_video, probe_times
@@ -32,10 +32,6 @@ CONSTANT = [
     ("25", "ogv", "libtheora"),
     ("24000/1001", "avi", "mpeg4"),
 ]
-
-
-def ffmpeg(*args: str) -> None:
-    subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-y", *args], check=True)
 
 
 def packet_pts(path: Path) -> list[Fraction]:
