@@ -45,6 +45,20 @@ def _is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, torch.cuda.OutOfMemoryError) or any(sign in text for sign in signs)
 
 
+@contextmanager
+def _out_of_memory_as(device: torch.device, message: str) -> Iterator[None]:
+    """Running out of ``device``'s memory inside becomes one :class:`OutOfMemory` error saying ``message``
+    (the allocator's unused cache given back first); other errors pass as they are."""
+    try:
+        yield
+    except (torch.cuda.OutOfMemoryError, RuntimeError) as error:
+        if not _is_out_of_memory(error):
+            raise
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        raise OutOfMemory(message) from None
+
+
 @dataclass(frozen=True)
 class Job:
     """The in-betweens of one pair of source frames (numbers and frames) at timesteps ``ts`` (each 0 < t < 1),
@@ -299,12 +313,8 @@ class Engine:
     ) -> None:
         self.channels_last = prefers_channels_last(device, dtype) if channels_last is None else channels_last
         self.layout = torch.channels_last if self.channels_last else torch.contiguous_format
-        try:
+        with _out_of_memory_as(device, f"out of {device.type.upper()} memory loading the model onto {device}"):
             self.net = net.eval().to(device, dtype, memory_format=self.layout)
-        except (torch.cuda.OutOfMemoryError, RuntimeError) as error:
-            if not _is_out_of_memory(error):
-                raise
-            raise OutOfMemory(f"out of {device.type.upper()} memory loading the model onto {device}") from None
         # 4.0/4.1 decide on the host, mid-forward, whether to start over: no graph can hold that
         capturable = device.type == "cuda" and not net.arch.retries_large_motion
         self.graphs = capturable and (CUDA_GRAPHS if graphs is None else graphs)
@@ -316,6 +326,11 @@ class Engine:
         padded = (self.width + self.padding[1], self.height + self.padding[3])
         self.lanes = lanes or Lanes.choose(device, *padded)
         self.max_batch = MAX_BATCH if device.type == "cuda" else CPU_BATCH
+        self._out_of_memory = (
+            f"out of {device.type.upper()} memory interpolating {self.width}x{self.height} with "
+            f"{self.lanes.workers} worker(s): try scale=0.5, fp16=True (on CUDA), a lighter model (4.6, or a "
+            ".lite one), or fewer frames at once (core.num_threads)"
+        )
         self.sources: FutureCache[int, Prepared] = FutureCache(self._cache_frames(padded, max_cached))
         if device.type == "cpu":
             torch.set_num_threads(self.lanes.threads)
@@ -429,20 +444,10 @@ class Engine:
         self._ahead.start(job.key, partial(self._run, job))
 
     def _run(self, job: Job) -> list[Planes]:
-        try:
+        with _out_of_memory_as(self.device, self._out_of_memory):
             left = self.prepare(job.left, job.left_frame)
             right = self.prepare(job.right, job.right_frame)
             return self.interpolate(left, right, job.ts)
-        except (torch.cuda.OutOfMemoryError, RuntimeError) as error:
-            if not _is_out_of_memory(error):
-                raise
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
-            raise OutOfMemory(
-                f"out of {self.device.type.upper()} memory interpolating {self.width}x{self.height} with "
-                f"{self.lanes.workers} worker(s): try scale=0.5, fp16=True (on CUDA), a lighter model (4.6, or a "
-                ".lite one), or fewer frames at once (core.num_threads)"
-            ) from None
 
 
 def _batch(features: torch.Tensor | None, batch: int) -> torch.Tensor | None:
