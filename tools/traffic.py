@@ -1,0 +1,294 @@
+"""Bytes one RIFE forward moves: every aten op's reads and writes, counted on PyTorch's ``meta`` device.
+
+    python tools/traffic.py --model 4.26 --size 1920x1080 --dtype fp16 --layout nhwc [--batch 1] [--per-op]
+
+The network is built on ``meta`` (shapes, dtypes and strides, no data, no device) and run as the engine
+runs it: the per-frame step (encoder features, made once per source frame) and one in-between forward at
+the padded size, counted apart. A ``TorchDispatchMode`` sees each aten op and counts the bytes of the
+tensors it reads (each distinct input view once) and writes (its outputs; an in-place op's output is its
+input, written). Views, reshapes and other metadata ops move nothing and count 0; a tensor broadcast by
+``expand`` is counted once, not per repeat (its stride-0 dimensions). This is a model of memory traffic,
+not a measurement: caches, fused kernels and cuDNN's workspaces are not in it. Two copies cuDNN makes
+inside a convolution are reported apart, as estimates: of an input not in the weights' layout, and in
+NHWC half precision of an input whose channels are not a multiple of 8, into a zero-padded buffer.
+The forward is counted after one uncounted run, as the engine's later forwards run after its first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch._prims_common import suggest_memory_format
+from torch.multiprocessing.reductions import StorageWeakRef
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+if __package__ in (None, ""):  # run as a script from the repository root
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from vsrife.network import IFNet
+from vsrife.variants import MODELS, architecture
+
+aten = torch.ops.aten
+# no data moves: allocation, aliasing and bookkeeping
+FREE_OPS = {
+    aten.empty,
+    aten.empty_like,
+    aten.empty_strided,
+    aten.new_empty,
+    aten.new_empty_strided,
+    aten._unsafe_view,
+    aten.lift_fresh,
+    aten.resize_,
+    aten.set_,
+}
+OVERWRITTEN_FIRST = {aten.copy_, aten.fill_, aten.zero_}  # in-place ops that never read their own ``self``
+CUDNN_CHANNEL_MULTIPLE = 8  # NHWC fp16 tensor-core kernels pad channels to this
+
+
+@dataclass(frozen=True)
+class Op:
+    """One aten op call: what it read and wrote, in bytes."""
+
+    name: str
+    read: int
+    written: int
+    cast: bool = False
+    shapes: str = ""
+
+    @property
+    def bytes(self) -> int:
+        return self.read + self.written
+
+
+@dataclass
+class Traffic:
+    """The ops of one counted run, in order, and the copies cuDNN makes inside convolutions (estimates, not
+    among the ops: meta runs no cuDNN)."""
+
+    ops: list[Op] = field(default_factory=list)
+    hidden: Counter = field(default_factory=Counter)  # what -> bytes
+    hidden_calls: Counter = field(default_factory=Counter)
+
+    @property
+    def bytes(self) -> int:
+        return sum(op.bytes for op in self.ops)
+
+    def by_kind(self) -> list[tuple[str, int, int]]:
+        """(op name, calls, bytes) for every op kind that moved memory, most bytes first."""
+        calls, moved = Counter(), Counter()
+        for op in self.ops:
+            calls[op.name] += 1
+            moved[op.name] += op.bytes
+        return sorted(((name, calls[name], moved[name]) for name in moved if moved[name]), key=lambda k: -k[2])
+
+    def count(self, *names: str) -> int:
+        return sum(op.name in names for op in self.ops)
+
+    @property
+    def casts(self) -> int:
+        return sum(op.cast for op in self.ops)
+
+
+def tensor_bytes(t: torch.Tensor) -> int:
+    """The bytes ``t`` spans: its elements, a broadcast (stride-0) dimension counted once."""
+    elements = 1
+    for size, stride in zip(t.shape, t.stride(), strict=True):
+        elements *= size if stride else 1
+    return elements * t.element_size()
+
+
+def _view_key(t: torch.Tensor) -> tuple:
+    return StorageWeakRef(t.untyped_storage()).cdata, t.storage_offset(), tuple(t.shape), t.stride(), t.dtype
+
+
+def _distinct(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    seen: dict[tuple, torch.Tensor] = {}
+    for t in tensors:
+        seen.setdefault(_view_key(t), t)
+    return list(seen.values())
+
+
+def _tensors(tree) -> list[torch.Tensor]:
+    return [t for t in tree_flatten(tree)[0] if isinstance(t, torch.Tensor)]
+
+
+def _aliases(out, inputs: list[torch.Tensor]) -> bool:
+    """Whether every output shares an input's storage (``reshape``, ``to`` or ``contiguous`` may copy)."""
+    storages = {StorageWeakRef(t.untyped_storage()).cdata for t in inputs}
+    return all(StorageWeakRef(t.untyped_storage()).cdata in storages for t in _tensors(out))
+
+
+def _is_cast(func, args: tuple, out: list[torch.Tensor]) -> bool:
+    packet = func.overloadpacket
+    if packet is aten._to_copy:
+        return out[0].dtype != args[0].dtype
+    if packet is aten.copy_:
+        return args[0].dtype != args[1].dtype
+    return False
+
+
+class Counting(TorchDispatchMode):
+    """Records every aten op run inside it into ``traffic``."""
+
+    def __init__(self, traffic: Traffic) -> None:
+        super().__init__()
+        self.traffic = traffic
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is aten._local_scalar_dense.default:  # a value read on the host: meta has none; say 0
+            return 0
+        out = func(*args, **kwargs)
+        if func.overloadpacket is aten.convolution:
+            out = self._as_cudnn(args, out)
+        inputs = _tensors((args, kwargs))
+        if func.overloadpacket in FREE_OPS or (func.is_view and _aliases(out, inputs)):
+            return out
+        if func.overloadpacket in OVERWRITTEN_FIRST:
+            inputs = inputs[1:]
+        outputs = _distinct(_tensors(out))
+        read = sum(tensor_bytes(t) for t in _distinct(inputs))
+        written = sum(tensor_bytes(t) for t in outputs)
+        shapes = " ".join("x".join(map(str, t.shape)) for t in inputs)
+        name = func.overloadpacket.__name__
+        self.traffic.ops.append(Op(name, read, written, _is_cast(func, args, outputs), shapes))
+        return out
+
+    def _as_cudnn(self, args: tuple, out: torch.Tensor) -> torch.Tensor:
+        """``out`` in the layout cuDNN writes (meta's convolution always writes NCHW); the copies cuDNN makes
+        of the input: into that layout, and in NHWC half precision into channels padded to a multiple of 8."""
+        image, weight, transposed, groups = args[0], args[1], args[6], args[8]
+        if image.dim() != 4:
+            return out
+        nhwc = torch.channels_last in (suggest_memory_format(image), suggest_memory_format(weight))
+        layout = torch.channels_last if nhwc else torch.contiguous_format
+        if not image.is_contiguous(memory_format=layout):
+            self._hidden("convolution input to the weights' layout", 2 * tensor_bytes(image))
+        channels = weight.shape[0] if transposed else weight.shape[1] * groups
+        if nhwc and groups == 1 and image.dtype == torch.float16 and channels % CUDNN_CHANNEL_MULTIPLE:
+            padded = -(-channels // CUDNN_CHANNEL_MULTIPLE) * CUDNN_CHANNEL_MULTIPLE
+            self._hidden("cuDNN channel padding (NHWC fp16)", tensor_bytes(image) * (channels + padded) // channels)
+        return out.contiguous(memory_format=layout)
+
+    def _hidden(self, what: str, moved: int) -> None:
+        self.traffic.hidden[what] += moved
+        self.traffic.hidden_calls[what] += 1
+
+
+@dataclass(frozen=True)
+class Setup:
+    model: str = "4.26"
+    width: int = 1920
+    height: int = 1080
+    dtype: torch.dtype = torch.float16
+    channels_last: bool = True
+    batch: int = 1
+    scale: float = 1.0
+    ensemble: bool = False
+
+
+def meta_network(setup: Setup) -> IFNet:
+    """The variant's network on ``meta``, in the dtype and layout the engine moves it to."""
+    arch = architecture(setup.model)
+    with torch.device("meta"):
+        net = IFNet(arch, setup.scale, setup.ensemble)
+    layout = torch.channels_last if setup.channels_last else torch.contiguous_format
+    return net.eval().to(dtype=setup.dtype, memory_format=layout)
+
+
+def padded_size(setup: Setup) -> tuple[int, int]:
+    multiple = architecture(setup.model).size_multiple(setup.scale)
+    return setup.width + -setup.width % multiple, setup.height + -setup.height % multiple
+
+
+def count(setup: Setup) -> tuple[Traffic, Traffic]:
+    """The traffic of the per-frame step (one source frame) and of one in-between forward (``batch``
+    timesteps of one pair), both as the engine runs them."""
+    net = meta_network(setup)
+    width, height = padded_size(setup)
+    layout = torch.channels_last if setup.channels_last else torch.contiguous_format
+    image = torch.empty(1, 3, height, width, device="meta", dtype=setup.dtype).contiguous(memory_format=layout)
+    per_frame, forward = Traffic(), Traffic()
+    # no_grad, not inference_mode: under inference_mode the mode would see composite ops (``conv2d``, ``to``)
+    # before they decompose into the ops that run (``convolution``, ``_to_copy``)
+    with torch.no_grad():
+        with Counting(per_frame):
+            feat0 = net.features(image)
+        img1, feat1 = image.clone(), None if feat0 is None else feat0.clone()
+        timesteps = torch.empty(setup.batch, 1, 1, 1, device="meta", dtype=setup.dtype)
+        _in_betweens(net, image, img1, timesteps, feat0, feat1)
+        with Counting(forward):
+            _in_betweens(net, image, img1, timesteps, feat0, feat1)
+    return per_frame, forward
+
+
+def _in_betweens(net: IFNet, img0: torch.Tensor, img1: torch.Tensor, ts: torch.Tensor, *features) -> torch.Tensor:
+    """The network's call in ``Engine._in_betweens`` (without the colour conversion around it)."""
+    batch, (h, w) = ts.shape[0], img0.shape[2:]
+    feats = [None if f is None else f.expand(batch, -1, -1, -1) for f in features]
+    return net(img0.expand(batch, -1, -1, -1), img1.expand(batch, -1, -1, -1), ts.expand(batch, 1, h, w), *feats)
+
+
+def _gb(n: int) -> str:
+    return f"{n / 1e9:.3f} GB"
+
+
+def report(setup: Setup, per_frame: Traffic, forward: Traffic, top: int, per_op: bool) -> str:
+    width, height = padded_size(setup)
+    lines = [
+        f"{setup.model} {width}x{height} (from {setup.width}x{setup.height}) {str(setup.dtype)[6:]} "
+        f"{'NHWC' if setup.channels_last else 'NCHW'} batch {setup.batch} scale {setup.scale}"
+        f"{' ensemble' if setup.ensemble else ''}",
+        f"forward: {_gb(forward.bytes)} read+written in {len(forward.ops)} ops "
+        f"(per frame step, once per source frame: {_gb(per_frame.bytes)})",
+        f"casts {forward.casts}, grid_samplers {forward.count('grid_sampler_2d')}, interpolations "
+        f"{forward.count('upsample_bilinear2d', 'upsample_nearest2d')}, cats {forward.count('cat')}, "
+        f"convolutions {forward.count('convolution')}",
+        *(
+            f"inside convolutions (estimate, not in the total): {what} {_gb(moved)} in {forward.hidden_calls[what]}"
+            for what, moved in forward.hidden.items()
+        ),
+        "",
+        f"{'op':<28}{'calls':>7}{'GB':>10}{'share':>8}",
+    ]
+    for name, calls, moved in forward.by_kind()[:top]:
+        lines.append(f"{name:<28}{calls:>7}{moved / 1e9:>10.3f}{moved / forward.bytes:>8.1%}")
+    if per_op:
+        lines += ["", f"{'#':>4} {'op':<26}{'MB read':>10}{'MB written':>11}  inputs"]
+        for i, op in enumerate(forward.ops):
+            cast = " (cast)" if op.cast else ""
+            lines.append(f"{i:>4} {op.name:<26}{op.read / 1e6:>10.1f}{op.written / 1e6:>11.1f}  {op.shapes}{cast}")
+    return "\n".join(lines)
+
+
+def _arguments(argv: list[str] | None) -> tuple[Setup, int, bool]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="4.26", choices=MODELS)
+    parser.add_argument("--size", default="1920x1080", help="WIDTHxHEIGHT of the clip (padded as the engine pads)")
+    parser.add_argument("--dtype", default="fp16", choices=("fp16", "fp32"))
+    parser.add_argument("--layout", default="nhwc", choices=("nhwc", "nchw"))
+    parser.add_argument("--batch", type=int, default=1, help="timesteps per forward")
+    parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--ensemble", action="store_true")
+    parser.add_argument("--top", type=int, default=15, help="op kinds listed")
+    parser.add_argument("--per-op", action="store_true", help="also list every op in order")
+    args = parser.parse_args(argv)
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    dtype = torch.float16 if args.dtype == "fp16" else torch.float32
+    setup = Setup(args.model, width, height, dtype, args.layout == "nhwc", args.batch, args.scale, args.ensemble)
+    return setup, args.top, args.per_op
+
+
+def main(argv: list[str] | None = None) -> None:
+    setup, top, per_op = _arguments(argv)
+    print(report(setup, *count(setup), top, per_op))
+
+
+if __name__ == "__main__":
+    main()
