@@ -57,9 +57,11 @@ def retrying_checkpoint(module, path) -> dict:
     """Random 4.0 weights whose early flow is so large that 4.0 takes its restart-at-double-scale path."""
     torch.manual_seed(7)
     state = module.IFNet(1.0, False).state_dict()
-    # large enough that 4.0 retries (the tests check that it does), no larger: float rounding in the flow,
-    # and so the output's tiny differences from upstream, grow with the flow's size
-    state["block1.lastconv.weight"] = state["block1.lastconv.weight"] * 100
+    # large enough that 4.0 retries (the tests check that it does; x20 is, on both crops), no larger: float
+    # rounding in the flow, and so the output's tiny differences from upstream, grow with the flow's size. At
+    # x100 upstream's own fp32 output was 1.0e-4 to 1.5e-4 from a float64 run (by thread count), more than
+    # the tolerance; at x30, 3e-5
+    state["block1.lastconv.weight"] = state["block1.lastconv.weight"] * 30
     torch.save(state, path)
     return state
 
