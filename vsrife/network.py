@@ -41,7 +41,7 @@ class ResConv(nn.Module):
         self.relu = nn.LeakyReLU(0.2, True)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.relu(self.conv(x) * self.beta + x)
+        return self.relu(torch.addcmul(x, self.conv(x), self.beta))  # x + conv(x) * beta, in one pass
 
 
 class IFBlock(nn.Module):
