@@ -7,10 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vsrife.network import FullPoints, PhasePoints, points_for
+from vsrife.network import FullPoints, IFNet, PhasePoints, points_for
+from vsrife.variants import architecture
 
 HEIGHT, WIDTH = 128, 192
 SHRINKS = (2, 4, 8, 16, 32)
+CPU = torch.device("cpu")
 
 
 @pytest.fixture
@@ -19,14 +21,14 @@ def full() -> torch.Tensor:
 
 
 def test_points_are_phase_points_only_for_even_shrinks_from_4():
-    full = FullPoints(1, HEIGHT, WIDTH, torch.zeros(1))
+    full = FullPoints(1, HEIGHT, WIDTH, CPU)
     assert all(isinstance(points_for(s, full), PhasePoints) for s in SHRINKS[1:])
     assert all(isinstance(points_for(s, full), FullPoints) for s in (2, 1, 0.5, 0.25, 3, 6.5))
 
 
 @pytest.mark.parametrize("s", SHRINKS)
 def test_shrinking_the_points_is_the_bilinear_shrink_of_the_whole(full, s):
-    points = PhasePoints(s, HEIGHT, WIDTH, full)
+    points = PhasePoints(s, HEIGHT, WIDTH, CPU)
     expected = F.interpolate(full, scale_factor=1 / s, mode="bilinear")
     torch.testing.assert_close(points.reduce(points.take(full)), expected, rtol=0, atol=1e-6)
 
@@ -35,17 +37,43 @@ def test_shrinking_the_points_is_the_bilinear_shrink_of_the_whole(full, s):
 @pytest.mark.parametrize("factor", (2, 4, 8, 16))
 def test_upscaling_at_the_points_is_sampling_the_bilinear_upscale(s, factor):
     low = torch.rand(2, 4, HEIGHT // factor, WIDTH // factor, generator=torch.Generator().manual_seed(factor))
-    points = PhasePoints(s, HEIGHT, WIDTH, low)
+    points = PhasePoints(s, HEIGHT, WIDTH, CPU)
     expected = points.take(F.interpolate(low, scale_factor=factor, mode="bilinear"))
     torch.testing.assert_close(points.upscaled(low, factor), expected, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("s", (*SHRINKS, 1))
 def test_warping_at_the_points_is_sampling_the_full_warp(full, s):
-    flow = 40 * torch.randn(2, 2, HEIGHT, WIDTH, generator=torch.Generator().manual_seed(2))
+    flow = 40 * torch.randn(2, 4, HEIGHT, WIDTH, generator=torch.Generator().manual_seed(2))
+    other = full.flip(3)
     ys = torch.linspace(-1, 1, HEIGHT).view(1, HEIGHT, 1).expand(2, HEIGHT, WIDTH)
     xs = torch.linspace(-1, 1, WIDTH).view(1, 1, WIDTH).expand(2, HEIGHT, WIDTH)
-    grid = torch.stack((xs + flow[:, 0] / ((WIDTH - 1) / 2), ys + flow[:, 1] / ((HEIGHT - 1) / 2)), -1)
-    warped = F.grid_sample(full, grid, mode="bilinear", padding_mode="border", align_corners=True)
-    points = points_for(s, FullPoints(1, HEIGHT, WIDTH, full))
-    torch.testing.assert_close(points.warp(full, points.take(flow)), points.take(warped), rtol=0, atol=1e-5)
+    points = points_for(s, FullPoints(1, HEIGHT, WIDTH, CPU))
+    warped = points.warp((full, other), points.take(flow))
+    for image, moved, got in zip((full, other), (flow[:, :2], flow[:, 2:]), warped, strict=True):
+        grid = torch.stack((xs + moved[:, 0] / ((WIDTH - 1) / 2), ys + moved[:, 1] / ((HEIGHT - 1) / 2)), -1)
+        expected = F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=True)
+        torch.testing.assert_close(got, points.take(expected), rtol=0, atol=1e-5)
+
+
+def test_one_frame_is_warped_for_a_batch_of_flows(full):
+    points = FullPoints(1, HEIGHT, WIDTH, CPU)
+    flow = 10 * torch.randn(3, 4, HEIGHT, WIDTH, generator=torch.Generator().manual_seed(3))
+    batched = points.warp((full[:1], full[1:]), flow)
+    for i in range(3):
+        single = points.warp((full[:1], full[1:]), flow[i : i + 1])
+        for a, b in zip(batched, single, strict=True):
+            torch.testing.assert_close(a[i : i + 1], b, rtol=0, atol=0)
+
+
+def test_sampling_grids_are_built_once_per_size():
+    net = IFNet(architecture("4.26")).eval()
+    images = torch.rand(1, 3, 128, 192), torch.rand(1, 3, 128, 192)
+    with torch.inference_mode():
+        features = net.features(images[0]), net.features(images[1])
+        net(*images, torch.full((1, 1, 128, 192), 0.5), *features)
+        built = dict(net._built)
+        batch = [x.expand(2, -1, -1, -1) for x in (*images, torch.full((1, 1, 128, 192), 0.5), *features)]
+        net(*batch)
+    assert net._built == built
+    assert {key[0] for key in built} == {16, 8, 4, 2, 1}

@@ -129,29 +129,24 @@ def _mirrored(pieces: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
     return mirrored
 
 
-def _warp(image: Tensor, base: Tensor, flow: Tensor, half_size: tuple[float, float]) -> Tensor:
-    """``image`` sampled at ``base`` (normalized, align_corners) moved by ``flow`` (pixels), border-clamped."""
-    flow = flow.float()
-    offset = torch.cat((flow[:, 0:1] / half_size[0], flow[:, 1:2] / half_size[1]), 1)
-    grid = (base + offset).permute(0, 2, 3, 1)
-    out = F.grid_sample(image.float(), grid, mode="bilinear", padding_mode="border", align_corners=True)
-    return out.to(image.dtype)
-
-
 class Points:
     """The full-resolution pixels a block working at downscale ``s`` reads, and how it reduces them to its
     input. Upstream builds every block's input at full resolution, then shrinks it bilinearly by ``s``.
+    Built once per frame size and device (:meth:`IFNet._points`): the sampling grids are constants.
     """
 
     full_resolution = False
 
-    def __init__(self, s: float, height: int, width: int, like: Tensor) -> None:
+    def __init__(self, s: float, height: int, width: int, device: torch.device) -> None:
         self.s, self.height, self.width = s, height, width
-        self.half_size = ((width - 1.0) / 2.0, (height - 1.0) / 2.0)
-        self.rows, self.cols = self._positions(height, like.device), self._positions(width, like.device)
-        ys = torch.linspace(-1.0, 1.0, height, device=like.device)[self.rows]
-        xs = torch.linspace(-1.0, 1.0, width, device=like.device)[self.cols]
-        self.base = torch.stack(torch.meshgrid(xs, ys, indexing="xy")).unsqueeze(0)  # [1, 2, rows, cols]
+        cpu = torch.device("cpu")  # built on the host, copied once: usable from any stream at once
+        rows, cols = self._positions(height, cpu), self._positions(width, cpu)
+        ys = torch.linspace(-1.0, 1.0, height, device=cpu)[rows]
+        xs = torch.linspace(-1.0, 1.0, width, device=cpu)[cols]
+        self.rows, self.cols = rows.to(device), cols.to(device)
+        # [1, h, w, 2], x and y in planes: grid_sample reads a grid of these strides as upstream's, to the bit
+        self.base = torch.stack(torch.meshgrid(xs, ys, indexing="xy")).unsqueeze(0).to(device).permute(0, 2, 3, 1)
+        self.half_size = torch.tensor([(width - 1.0) / 2.0, (height - 1.0) / 2.0]).to(device)
 
     def _positions(self, length: int, device: torch.device) -> Tensor:
         raise NotImplementedError
@@ -168,9 +163,29 @@ class Points:
         """The points of ``low`` bilinearly upscaled by ``factor`` to full resolution."""
         raise NotImplementedError
 
-    def warp(self, image: Tensor, flow: Tensor) -> Tensor:
-        """The points of ``image`` backward-warped by ``flow`` (given at the points)."""
-        return _warp(image, self.base.expand(flow.shape[0], -1, -1, -1), flow, self.half_size)
+    def warp(self, images: tuple[Tensor, Tensor], flow: Tensor) -> tuple[Tensor, ...]:
+        """The points of two ``images`` backward-warped (border-clamped) by ``flow`` given at the points, in
+        pixels (channels 0-1 to the first image, 2-3 to the second)."""
+        grids = self._grids(flow)
+        batch = flow.shape[0]
+        return tuple(
+            F.grid_sample(
+                image.float().expand(batch, -1, -1, -1),
+                grids[:, i],
+                mode="bilinear",
+                padding_mode="border",
+                align_corners=True,
+            ).to(image.dtype)
+            for i, image in enumerate(images)
+        )
+
+    def _grids(self, flow: Tensor) -> Tensor:
+        """Where both images are sampled, ``[B, 2, h, w, 2]`` (image, row, column, x and y), in one pass:
+        ``base`` (normalized, align_corners) moved by ``flow / half_size``, float32."""
+        batch, _, height, width = flow.shape
+        moves = flow.unflatten(1, (2, 2)).permute(0, 1, 3, 4, 2)
+        out = torch.empty(batch, 2, 2, height, width, device=flow.device).permute(0, 1, 3, 4, 2)
+        return torch.addcdiv(self.base, moves, self.half_size, out=out)
 
 
 class PhasePoints(Points):
@@ -178,12 +193,13 @@ class PhasePoints(Points):
     in every ``s``-cell and never reads the rest: these points are only those rows and columns, so warps
     and upscales are computed there and nowhere else (upstream computes them for every pixel)."""
 
-    def __init__(self, s: float, height: int, width: int, like: Tensor) -> None:
-        super().__init__(s, height, width, like)
+    def __init__(self, s: float, height: int, width: int, device: torch.device) -> None:
+        super().__init__(s, height, width, device)
         # pixel centres in align_corners=False coordinates: where a bilinear upscale samples its source,
         # whatever the source's size
-        xs, ys = (2 * self.cols + 1) / width - 1, (2 * self.rows + 1) / height - 1
-        self.centres = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1).unsqueeze(0)  # float32
+        rows, cols = self._positions(height, torch.device("cpu")), self._positions(width, torch.device("cpu"))
+        xs, ys = (2 * cols + 1) / width - 1, (2 * rows + 1) / height - 1
+        self.centres = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1).unsqueeze(0).to(device)  # float32
 
     def _positions(self, length: int, device: torch.device) -> Tensor:
         s = int(self.s)
@@ -221,17 +237,16 @@ class FullPoints(Points):
         return low if factor == 1 else F.interpolate(low, scale_factor=factor, mode="bilinear")
 
     def shrinking_by(self, s: float) -> FullPoints:
-        """The same pixels (and sampling grid, built once) for a block at downscale ``s``."""
+        """The same pixels (and sampling grid) for a block at downscale ``s``."""
         points = copy.copy(self)
         points.s = s
         return points
 
 
 def points_for(s: float, full: FullPoints) -> Points:
-    """Where a block at downscale ``s`` reads; ``full`` (every pixel, ``s`` = 1) is built once per frame
-    size and shared by every block that reads every pixel."""
+    """Where a block at downscale ``s`` reads; every block that reads every pixel shares ``full``'s grid."""
     if s >= 4 and s == int(s) and int(s) % 2 == 0:  # at 2 the phase points would be every pixel
-        return PhasePoints(s, full.height, full.width, full.base)
+        return PhasePoints(s, full.height, full.width, full.base.device)
     return full.shrinking_by(s)
 
 
@@ -273,10 +288,20 @@ class IFNet(nn.Module):
         for i, width in enumerate(arch.block_widths):
             self.add_module(f"block{i}", IFBlock(arch, arch.block_in_channels(i), width))
         self.encode = FeatureEncoder(arch.encoder) if arch.encoder else None
+        self._built: dict[tuple, Points] = {}
 
     @property
     def blocks(self) -> list[IFBlock]:
         return [getattr(self, f"block{i}") for i in range(len(self.arch.block_widths))]
+
+    def _points(self, s: float, height: int, width: int, device: torch.device) -> Points:
+        """Where a block at downscale ``s`` reads, built once per frame size and device."""
+        key = (s, height, width, device)
+        if key not in self._built:
+            full = self._built.get((1, height, width, device)) or FullPoints(1, height, width, device)
+            self._built[(1, height, width, device)] = full
+            self._built[key] = points_for(s, full)
+        return self._built[key]
 
     def features(self, img: Tensor) -> Tensor | None:
         """The per-frame encoder features, or None for versions without an encoder."""
@@ -297,13 +322,12 @@ class IFNet(nn.Module):
         img0 = img0.clamp(0.0, 1.0)
         img1 = img1.clamp(0.0, 1.0)
         scales = [s / self.scale for s in self.arch.scale_schedule]
-        full = FullPoints(1, *img0.shape[2:], img0)
-        flows = self._flows(img0, img1, timestep, feat0, feat1, full, scales, retried=False)
+        flows = self._flows(img0, img1, timestep, feat0, feat1, scales, retried=False)
         if flows is None:  # 4.0/4.1: motion too large for the first schedule; start over at double scale
-            flows = self._flows(img0, img1, timestep, feat0, feat1, full, [s * 2 for s in scales], retried=True)
+            flows = self._flows(img0, img1, timestep, feat0, feat1, [s * 2 for s in scales], retried=True)
         flow, mask = flows
-        flow_full = flow.at(full)
-        warped0, warped1 = full.warp(img0, flow_full[:, :2]), full.warp(img1, flow_full[:, 2:4])
+        full = self._points(1, *img0.shape[2:], img0.device)
+        warped0, warped1 = full.warp((img0, img1), flow.at(full))
         mask_full = torch.sigmoid(mask.at(full))
         return warped0 * mask_full + warped1 * (1 - mask_full)
 
@@ -314,7 +338,6 @@ class IFNet(nn.Module):
         timestep: Tensor,
         feat0: Tensor | None,
         feat1: Tensor | None,
-        full: FullPoints,
         scales: list[float],
         retried: bool,
     ) -> tuple[Field, Field] | None:
@@ -325,7 +348,7 @@ class IFNet(nn.Module):
         )
         flow = mask = carried = None
         for i, (block, s) in enumerate(zip(self.blocks, scales, strict=True)):
-            points = points_for(s, full)
+            points = self._points(s, *img0.shape[2:], img0.device)
             factor, last = s * block.upscale, i == len(scales) - 1
             pieces = self._block_input(points, frames, timestep, flow, mask, carried)
             delta, mask_delta, carried_low = block(points.reduce(torch.cat(pieces, 1)), last)
@@ -363,7 +386,7 @@ class IFNet(nn.Module):
             f0, f1 = (points.take(frame) for frame in frames)
             return f0[:, :3], f1[:, :3], f0[:, 3:], f1[:, 3:], t
         here = flow.at(points)
-        w0, w1 = points.warp(frames[0], here[:, :2]), points.warp(frames[1], here[:, 2:4])
+        w0, w1 = points.warp(frames, here)
         extra = (carried.at(points),) if self.arch.passes_features else ()
         return w0[:, :3], w1[:, :3], w0[:, 3:], w1[:, 3:], t, mask.at(points), *extra, here / points.s
 
