@@ -66,18 +66,8 @@ def test_batched_timesteps_equal_one_at_a_time(real, fmt, device):
 
 def _raw_forwards(engine, left, right, ts, device):
     """The network itself, batched and one timestep at a time."""
-    batched = engine.net(
-        left.image.expand(3, -1, -1, -1),
-        right.image.expand(3, -1, -1, -1),
-        torch.tensor(ts, device=device).view(3, 1, 1, 1).expand(3, 1, *left.image.shape[2:]),
-        left.features.expand(3, -1, -1, -1),
-        right.features.expand(3, -1, -1, -1),
-    )
-    size = (1, 1, *left.image.shape[2:])
-    singles = [
-        engine.net(left.image, right.image, torch.full(size, t, device=device), left.features, right.features)[0]
-        for t in ts
-    ]
+    batched = engine.net(left.frame, right.frame, torch.tensor(ts, device=device).view(3, 1, 1, 1))
+    singles = [engine.net(left.frame, right.frame, torch.full((1, 1, 1, 1), t, device=device))[0] for t in ts]
     return batched, singles
 
 
@@ -177,7 +167,7 @@ def test_channels_last_equals_nchw(real, device, dtype):
         engine = _build_engine(convert, "4.26", None, False, 1.0, False, torch.device(device), dtype)
         engine = Engine(engine.net, engine.device, dtype, convert, 64, max_cached=8, channels_last=channels_last)
         left, right = (engine.prepare(i, clip.get_frame(i)) for i in range(2))
-        assert left.image.is_contiguous(memory_format=torch.channels_last) == channels_last
+        assert left.frame.pixels.is_contiguous(memory_format=torch.channels_last) == channels_last
         results.append(engine.interpolate(left, right, (0.25, 0.5)))
     codes = 8 if dtype == torch.float16 else 1  # of 1023: fp16 rounds where NHWC and NCHW kernels differ
     for nhwc, nchw in zip(*results, strict=True):

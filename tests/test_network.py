@@ -1,5 +1,6 @@
 """The network's shortcuts against what they replace: PyTorch's own full-resolution interpolation and
-warping, sampled afterwards. (Whole-network equality with upstream is in test_variants/test_real_weights.)"""
+warping, sampled afterwards, and a concatenation followed by a cast. (Whole-network equality with upstream
+is in test_variants/test_real_weights.)"""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vsrife.network import FullPoints, IFNet, PhasePoints, points_for
+from vsrife.network import FullPoints, IFNet, PhasePoints, _assembled, points_for
 from vsrife.variants import architecture
 
 HEIGHT, WIDTH = 128, 192
@@ -42,6 +43,21 @@ def test_upscaling_at_the_points_is_sampling_the_bilinear_upscale(s, factor):
     torch.testing.assert_close(points.upscaled(low, factor), expected, rtol=0, atol=1e-5)
 
 
+# (s, factor): a term of factor 1 is full resolution, read by full-resolution blocks only
+SHRUNK = [(s, f) for s in (1, 2, 4, 8, 16, 0.5) for f in (1, 2, 4, 8, 16, 32) if f > 1 or s == 1]
+
+
+@pytest.mark.parametrize(("s", "factor"), SHRUNK)
+def test_a_shrunk_upscale_is_upstreams_upscale_then_shrink(s, factor):
+    """One interpolation where ``factor / s`` is even, the points' upscale and shrink elsewhere; both are
+    what upstream computes: the whole upscaled to full resolution, then shrunk."""
+    low = torch.rand(2, 4, HEIGHT // factor, WIDTH // factor, generator=torch.Generator().manual_seed(factor))
+    points = points_for(s, FullPoints(1, HEIGHT, WIDTH, CPU))
+    upscaled = F.interpolate(low, scale_factor=factor, mode="bilinear") if factor != 1 else low
+    expected = F.interpolate(upscaled, scale_factor=1 / s, mode="bilinear") if s != 1 else upscaled
+    torch.testing.assert_close(points.shrunk(low, factor), expected, rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize("s", (*SHRINKS, 1))
 def test_warping_at_the_points_is_sampling_the_full_warp(full, s):
     flow = 40 * torch.randn(2, 4, HEIGHT, WIDTH, generator=torch.Generator().manual_seed(2))
@@ -66,14 +82,24 @@ def test_one_frame_is_warped_for_a_batch_of_flows(full):
             torch.testing.assert_close(a[i : i + 1], b, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("layout", (torch.contiguous_format, torch.channels_last))
+def test_assembling_is_concatenating_broadcasting_and_casting(full, layout):
+    timestep = torch.tensor([0.25, 0.75]).view(2, 1, 1, 1)
+    pieces = (full[:1, :3], full[:, 3:], timestep, full[:, :2].half())
+    got = _assembled(pieces, torch.float16, layout)
+    wide = [p.expand(2, -1, HEIGHT, WIDTH) for p in pieces]
+    expected = torch.cat([p.float() for p in wide], 1).half()
+    assert got.is_contiguous(memory_format=layout) and got.dtype == torch.float16
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
 def test_sampling_grids_are_built_once_per_size():
     net = IFNet(architecture("4.26")).eval()
-    images = torch.rand(1, 3, 128, 192), torch.rand(1, 3, 128, 192)
+    image = torch.rand(1, 3, 128, 192)
     with torch.inference_mode():
-        features = net.features(images[0]), net.features(images[1])
-        net(*images, torch.full((1, 1, 128, 192), 0.5), *features)
+        frames = net.frame(image), net.frame(image.flip(3))
+        net(*frames, torch.full((1, 1, 1, 1), 0.5))
         built = dict(net._built)
-        batch = [x.expand(2, -1, -1, -1) for x in (*images, torch.full((1, 1, 128, 192), 0.5), *features)]
-        net(*batch)
+        net(*frames, torch.full((2, 1, 1, 1), 0.5))
     assert net._built == built
     assert {key[0] for key in built} == {16, 8, 4, 2, 1}

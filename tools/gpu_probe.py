@@ -1,6 +1,6 @@
 """Where a CUDA frame's time goes (run by tools/gpu_probe.sh on a GPU machine; the findings go to $OUT/probe.md).
 
-1. The network alone (encoder + forward, replayed from a CUDA graph, 1080p real frames): memory layout
+1. The network alone (frame prepared + forward, replayed from a CUDA graph, 1080p real frames): memory layout
    (NCHW / channels_last) x cuDNN's kernel choice (heuristics / benchmarked), each with its distance from
    the NCHW-heuristics output.
 2. The kernels of one network replay, by GPU time.
@@ -44,11 +44,11 @@ def network(model: str, dtype: torch.dtype, channels_last: bool) -> IFNet:
 def step_for(net: IFNet, img: list[torch.Tensor], channels_last: bool):
     if channels_last:
         img = [i.contiguous(memory_format=torch.channels_last) for i in img]
-    timestep = torch.full((1, 1, *img[0].shape[2:]), 0.5, dtype=img[0].dtype, device=DEVICE)
-    feat0 = net.features(img[0])
+    timestep = torch.full((1, 1, 1, 1), 0.5, dtype=img[0].dtype, device=DEVICE)
+    frame0 = net.frame(img[0])
 
     def step(img0: torch.Tensor, img1: torch.Tensor) -> torch.Tensor:
-        return net(img0, img1, timestep, feat0, net.features(img1))
+        return net(frame0, net.frame(img1), timestep)
 
     if DEVICE.type == "cuda":
         return engine.Captured(step, img, pool=None), img
@@ -72,7 +72,7 @@ def sync() -> None:
 
 def layouts_and_kernel_choice(model: str, dtype: torch.dtype) -> None:
     img = bench._tensors(bench.real_frames(WIDTH, HEIGHT), architecture(model).size_multiple(1.0), DEVICE, dtype)
-    note(f"\n## {model} {str(dtype)[6:]}: network alone (encoder + forward), {WIDTH}x{HEIGHT}\n")
+    note(f"\n## {model} {str(dtype)[6:]}: network alone (frame prepared + forward), {WIDTH}x{HEIGHT}\n")
     note("| layout | cuDNN | ms per frame | frames/s | max diff from NCHW/heuristics |")
     note("| --- | --- | --- | --- | --- |")
     reference = None

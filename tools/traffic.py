@@ -3,15 +3,16 @@
     python tools/traffic.py --model 4.26 --size 1920x1080 --dtype fp16 --layout nhwc [--batch 1] [--per-op]
 
 The network is built on ``meta`` (shapes, dtypes and strides, no data, no device) and run as the engine
-runs it: the per-frame step (encoder features, made once per source frame) and one in-between forward at
-the padded size, counted apart. A ``TorchDispatchMode`` sees each aten op and counts the bytes of the
+runs it: the per-frame step (``IFNet.frame``: clamp, encoder features, the first block's input, made once
+per source frame) and one in-between forward at the padded size, counted apart. A ``TorchDispatchMode``
+sees each aten op and counts the bytes of the
 tensors it reads (each distinct input view once) and writes (its outputs; an in-place op's output is its
 input, written). Views, reshapes and other metadata ops move nothing and count 0; a tensor broadcast by
 ``expand`` is counted once, not per repeat (its stride-0 dimensions). This is a model of memory traffic,
 not a measurement: caches, fused kernels and cuDNN's workspaces are not in it. Two copies cuDNN makes
 inside a convolution are reported apart, as estimates: of an input not in the weights' layout, and in
 NHWC half precision of an input whose channels are not a multiple of 8, into a zero-padded buffer.
-The forward is counted after one uncounted run, as the engine's later forwards run after its first.
+Both are counted after one uncounted run, as the engine's later calls run after its first.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from torch.utils._pytree import tree_flatten
 if __package__ in (None, ""):  # run as a script from the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vsrife.network import IFNet
+from vsrife.network import Frame, IFNet
 from vsrife.variants import MODELS, architecture
 
 aten = torch.ops.aten
@@ -218,21 +219,15 @@ def count(setup: Setup) -> tuple[Traffic, Traffic]:
     # no_grad, not inference_mode: under inference_mode the mode would see composite ops (``conv2d``, ``to``)
     # before they decompose into the ops that run (``convolution``, ``_to_copy``)
     with torch.no_grad():
+        net.frame(image)
         with Counting(per_frame):
-            feat0 = net.features(image)
-        img1, feat1 = image.clone(), None if feat0 is None else feat0.clone()
+            frame0 = net.frame(image)
+        frame1 = Frame(*(t.clone() for t in frame0))
         timesteps = torch.empty(setup.batch, 1, 1, 1, device="meta", dtype=setup.dtype)
-        _in_betweens(net, image, img1, timesteps, feat0, feat1)
+        net(frame0, frame1, timesteps)
         with Counting(forward):
-            _in_betweens(net, image, img1, timesteps, feat0, feat1)
+            net(frame0, frame1, timesteps)  # as Engine._in_betweens calls it (without the colour conversion)
     return per_frame, forward
-
-
-def _in_betweens(net: IFNet, img0: torch.Tensor, img1: torch.Tensor, ts: torch.Tensor, *features) -> torch.Tensor:
-    """The network's call in ``Engine._in_betweens`` (without the colour conversion around it)."""
-    batch, (h, w) = ts.shape[0], img0.shape[2:]
-    feats = [None if f is None else f.expand(batch, -1, -1, -1) for f in features]
-    return net(img0.expand(batch, -1, -1, -1), img1.expand(batch, -1, -1, -1), ts.expand(batch, 1, h, w), *feats)
 
 
 def _gb(n: int) -> str:

