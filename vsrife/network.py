@@ -65,21 +65,28 @@ class IFBlock(nn.Module):
         else:
             self.lastconv = nn.ConvTranspose2d(width, arch.block_out_channels, 4, 2, 1)
 
-    def forward(self, x: Tensor, last: bool = False) -> tuple[Tensor, Tensor, Tensor]:
-        """``x`` at the block's working resolution; returns the flow update, the mask and the carried
-        features at ``upscale`` times that resolution (the flow still to be multiplied by its upscaling).
+    def forward(self, x: Tensor, factor: float, last: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+        """``x`` at the block's working resolution; returns the flow update (already multiplied by
+        ``factor``, its upscaling), the mask and the carried features at ``upscale`` times that resolution.
         The ``last`` block computes only flow and mask: nothing reads the rest."""
         feat = self.conv0(x)
         feat = self.convblock(feat) + feat if self.body_skip else self.convblock(feat)
-        out = self._flow_and_mask(feat) if last else self.lastconv(feat)
+        out = self._head(feat, factor, last)
         return out[:, :4], out[:, 4:5], out[:, 5:]
 
-    def _flow_and_mask(self, feat: Tensor) -> Tensor:
+    def _head(self, feat: Tensor, factor: float, last: bool) -> Tensor:
+        """``lastconv``, with the flow's ``factor`` folded into its weights (exact for the powers of two
+        it is: the same as multiplying the output, without a pass over it)."""
         shuffled = isinstance(self.lastconv, nn.Sequential)
         deconv = self.lastconv[0] if shuffled else self.lastconv
-        # PixelShuffle(2) makes output channel c from input channels 4c..4c+3
-        n = FLOW_AND_MASK_CHANNELS * (4 if shuffled else 1)
-        out = F.conv_transpose2d(feat, deconv.weight[:, :n], deconv.bias[:n], stride=2, padding=1)
+        per = 4 if shuffled else 1  # PixelShuffle(2) makes output channel c from input channels 4c..4c+3
+        n = FLOW_AND_MASK_CHANNELS * per if last else deconv.out_channels
+        weight, bias = deconv.weight[:, :n], deconv.bias[:n]
+        if factor != 1:
+            flow = 4 * per
+            weight = torch.cat((weight[:, :flow] * factor, weight[:, flow:]), 1)
+            bias = torch.cat((bias[:flow] * factor, bias[flow:]))
+        out = F.conv_transpose2d(feat, weight, bias, stride=2, padding=1)
         return F.pixel_shuffle(out, 2) if shuffled else out
 
 
@@ -395,13 +402,12 @@ class IFNet(nn.Module):
             pieces = self._block_input(points, frames, timestep, flow, mask, carried)
             weight = block.conv0[0][0].weight
             like = weight.dtype, _layout(weight)
-            delta, mask_delta, carried_low = block(_assembled(pieces, *like), last)
-            delta = delta * factor
+            delta, mask_delta, carried_low = block(_assembled(pieces, *like), factor, last)
             if i == 1 and not retried and self._motion_too_large(delta, factor):
                 return None
             if self.ensemble and not (retried and i == 0):  # upstream's retry skips it in the first block
-                rdelta, rmask, _ = block(_assembled(_mirrored(pieces), *like), last)
-                delta = (delta + _swap_flow(rdelta * factor)) / 2
+                rdelta, rmask, _ = block(_assembled(_mirrored(pieces), *like), factor, last)
+                delta = (delta + _swap_flow(rdelta)) / 2
                 mask_delta = (mask_delta - rmask) / 2
             if flow is None:
                 flow = Field(delta, factor)
