@@ -50,6 +50,12 @@ FREE_OPS = {
 }
 OVERWRITTEN_FIRST = {aten.copy_, aten.fill_, aten.zero_}  # in-place ops that never read their own ``self``
 CUDNN_CHANNEL_MULTIPLE = 8  # NHWC fp16 tensor-core kernels pad channels to this
+KINDS = (  # summed up in the report
+    ("grid_samplers", ("grid_sampler_2d",)),
+    ("interpolations", ("upsample_bilinear2d",)),
+    ("cats", ("cat",)),
+    ("convolutions", ("convolution",)),
+)
 
 
 @dataclass(frozen=True)
@@ -91,9 +97,16 @@ class Traffic:
     def count(self, *names: str) -> int:
         return sum(op.name in names for op in self.ops)
 
+    def moved(self, *names: str) -> int:
+        return sum(op.bytes for op in self.ops if op.name in names)
+
     @property
     def casts(self) -> int:
         return sum(op.cast for op in self.ops)
+
+    @property
+    def cast_bytes(self) -> int:
+        return sum(op.bytes for op in self.ops if op.cast)
 
 
 def tensor_bytes(t: torch.Tensor) -> int:
@@ -242,9 +255,8 @@ def report(setup: Setup, per_frame: Traffic, forward: Traffic, top: int, per_op:
         f"{' ensemble' if setup.ensemble else ''}",
         f"forward: {_gb(forward.bytes)} read+written in {len(forward.ops)} ops "
         f"(per frame step, once per source frame: {_gb(per_frame.bytes)})",
-        f"casts {forward.casts}, grid_samplers {forward.count('grid_sampler_2d')}, interpolations "
-        f"{forward.count('upsample_bilinear2d', 'upsample_nearest2d')}, cats {forward.count('cat')}, "
-        f"convolutions {forward.count('convolution')}",
+        f"calls (GB): casts {forward.casts} ({forward.cast_bytes / 1e9:.3f}), "
+        + ", ".join(f"{label} {forward.count(*names)} ({forward.moved(*names) / 1e9:.3f})" for label, names in KINDS),
         *(
             f"inside convolutions (estimate, not in the total): {what} {_gb(moved)} in {forward.hidden_calls[what]}"
             for what, moved in forward.hidden.items()
