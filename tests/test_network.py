@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vsrife.network import FullPoints, IFNet, PhasePoints, _assembled, points_for
+from vsrife.network import FullPoints, IFBlock, IFNet, PhasePoints, _assembled, points_for
 from vsrife.variants import architecture
 
 HEIGHT, WIDTH = 128, 192
@@ -91,6 +91,20 @@ def test_assembling_is_concatenating_broadcasting_and_casting(full, layout):
     expected = torch.cat([p.float() for p in wide], 1).half()
     assert got.is_contiguous(memory_format=layout) and got.dtype == torch.float16
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+def test_zero_channels_padding_a_block_input_change_nothing(full):
+    """NHWC half precision pads a block's input to a multiple of 8 channels, as cuDNN would."""
+    torch.manual_seed(4)
+    block = IFBlock(architecture("4.26"), 5, 32).eval()
+    with torch.inference_mode():
+        plain = block(_assembled((full,), torch.float32, torch.contiguous_format), 4.0)
+        padded = _assembled((full,), torch.float32, torch.contiguous_format, multiple=8)
+        assert padded.shape[1] == 8 and not padded[:, 5:].any()
+        for a, b in zip(plain, block(padded, 4.0), strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+        half = block.half().to(memory_format=torch.channels_last)
+        assert half.input((full,)).shape[1] == 8
 
 
 def test_sampling_grids_are_built_once_per_size():

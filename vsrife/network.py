@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from .variants import FLOW_AND_MASK_CHANNELS, Architecture, EncoderSpec
 
 BLOCK_BODY_DEPTH = 8
+CUDNN_CHANNELS = 8  # NHWC half-precision convolutions take channels in multiples of this
 
 
 def _activation(kind: str, channels: int) -> nn.Module:
@@ -69,10 +70,28 @@ class IFBlock(nn.Module):
         """``x`` at the block's working resolution; returns the flow update (already multiplied by
         ``factor``, its upscaling), the mask and the carried features at ``upscale`` times that resolution.
         The ``last`` block computes only flow and mask: nothing reads the rest."""
-        feat = self.conv0(x)
+        feat = self.conv0[1](self._first_conv(x))
         feat = self.convblock(feat) + feat if self.body_skip else self.convblock(feat)
         out = self._head(feat, factor, last)
         return out[:, :4], out[:, 4:5], out[:, 5:]
+
+    def input(self, pieces: tuple[Tensor, ...]) -> Tensor:
+        """``pieces`` put together as this block's input, in its first convolution's dtype and memory
+        layout; in NHWC half precision with zero channels up to a multiple of 8, which cuDNN would otherwise
+        add itself, copying the input into a padded buffer (nhwcAddPadding)."""
+        weight = self.conv0[0][0].weight
+        layout = _layout(weight)
+        multiple = CUDNN_CHANNELS if weight.dtype == torch.float16 and layout == torch.channels_last else 1
+        return _assembled(pieces, weight.dtype, layout, multiple)
+
+    def _first_conv(self, x: Tensor) -> Tensor:
+        """conv0's first convolution; zero weights for the zero channels :meth:`input` may have added."""
+        conv, activation = self.conv0[0]
+        weight = conv.weight
+        if x.shape[1] > weight.shape[1]:
+            weight = F.pad(weight, (0, 0, 0, 0, 0, x.shape[1] - weight.shape[1]))
+            weight = weight.contiguous(memory_format=_layout(conv.weight))
+        return activation(F.conv2d(x, weight, conv.bias, conv.stride, conv.padding))
 
     def _head(self, feat: Tensor, factor: float, last: bool) -> Tensor:
         """``lastconv``, with the flow's ``factor`` folded into its weights (exact for the powers of two
@@ -154,18 +173,23 @@ def _layout(t: Tensor) -> torch.memory_format:
     return torch.channels_last if nhwc else torch.contiguous_format
 
 
-def _assembled(pieces: tuple[Tensor, ...], dtype: torch.dtype, layout: torch.memory_format) -> Tensor:
+def _assembled(
+    pieces: tuple[Tensor, ...], dtype: torch.dtype, layout: torch.memory_format, multiple: int = 1
+) -> Tensor:
     """``pieces`` side by side in channels, written once in ``dtype`` and ``layout`` (a float32 warp cast
     on the way, a timestep or a frame broadcast to the batch): what ``torch.cat`` followed by a cast and a
-    layout change would give, without the intermediate copies."""
+    layout change would give, without the intermediate copies; zero channels up to a ``multiple``."""
     batch = max(p.shape[0] for p in pieces)
     height, width = max(p.shape[2] for p in pieces), max(p.shape[3] for p in pieces)
     channels = sum(p.shape[1] for p in pieces)
-    out = torch.empty(batch, channels, height, width, dtype=dtype, device=pieces[0].device, memory_format=layout)
+    padded = -(-channels // multiple) * multiple
+    out = torch.empty(batch, padded, height, width, dtype=dtype, device=pieces[0].device, memory_format=layout)
     start = 0
     for piece in pieces:
         out[:, start : start + piece.shape[1]].copy_(piece)
         start += piece.shape[1]
+    if padded > channels:
+        out[:, channels:].zero_()
     return out
 
 
@@ -400,13 +424,11 @@ class IFNet(nn.Module):
             points = self._points(s, *frame0.pixels.shape[2:], frame0.pixels.device)
             factor, last = s * block.upscale, i == len(scales) - 1
             pieces = self._block_input(points, frames, timestep, flow, mask, carried)
-            weight = block.conv0[0][0].weight
-            like = weight.dtype, _layout(weight)
-            delta, mask_delta, carried_low = block(_assembled(pieces, *like), factor, last)
+            delta, mask_delta, carried_low = block(block.input(pieces), factor, last)
             if i == 1 and not retried and self._motion_too_large(delta, factor):
                 return None
             if self.ensemble and not (retried and i == 0):  # upstream's retry skips it in the first block
-                rdelta, rmask, _ = block(_assembled(_mirrored(pieces), *like), factor, last)
+                rdelta, rmask, _ = block(block.input(_mirrored(pieces)), factor, last)
                 delta = (delta + _swap_flow(rdelta)) / 2
                 mask_delta = (mask_delta - rmask) / 2
             if flow is None:
