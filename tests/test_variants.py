@@ -154,7 +154,7 @@ def test_ensemble_refused_where_unsupported(model):
 
 def test_whole_network_layer_is_small():
     """One definition for all 36 variants, not a file per version (upstream: 36 files, 4466 lines).
-    The table is about 200 lines; the network about 430, with its full-resolution shortcuts."""
+    The table is about 200 lines; the network about 470, with its full-resolution and memory-traffic shortcuts."""
     import inspect
 
     import vsrife.network
