@@ -82,12 +82,13 @@ def test_convolutions_write_cudnns_layout_and_its_hidden_copies_are_estimated():
 
 
 @pytest.mark.parametrize(
-    ("model", "dtype", "channels_last"), [("4.26", torch.float16, True), ("4.6", torch.float32, False)]
+    ("model", "dtype", "channels_last"),
+    [("4.26", torch.float16, True), ("4.6", torch.float32, False), ("4.0", torch.float32, False)],
 )
 def test_a_whole_forward_is_counted(model, dtype, channels_last):
     setup = traffic.Setup(model, 200, 120, dtype, channels_last)
     per_frame, forward = traffic.count(setup)
-    assert traffic.padded_size(setup) == ((256, 128) if model == "4.26" else (224, 128))
+    assert traffic.padded_size(setup) == {"4.26": (256, 128), "4.6": (224, 128), "4.0": (256, 128)}[model]
     assert forward.count("grid_sampler_2d") > 0 and forward.count("convolution") > 0
     assert forward.bytes > per_frame.bytes
     report = traffic.report(setup, per_frame, forward, top=5, per_op=True)
