@@ -1,10 +1,12 @@
-"""Helpers shared by the tests: real frames in and out of clips (vsrife.frames), and upstream's forward pass
-(vsrife.apps.upstream)."""
+"""Helpers shared by the tests: real frames in and out of clips (vsrife.frames), upstream's forward pass
+(vsrife.apps.upstream), ffmpeg and ffprobe, `vsrife smooth` runs and their one-line messages."""
 
 from __future__ import annotations
 
 import json
+import struct
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -63,3 +65,82 @@ def short_bunny(source: Path | str, out: Path) -> None:
     """The first 2 s of the Big Buck Bunny sample at 320x180 in x264, its AAC audio copied."""
     x264 = ["-c:v", "libx264", "-crf", "16"]
     ffmpeg("-i", str(source), "-t", "2", "-vf", "scale=320:180", *x264, "-c:a", "copy", str(out))
+
+
+BIN = Path(sys.executable).parent
+VSRIFE = str(BIN / "vsrife")
+
+
+def smooth_command(*args: str, quiet: bool = False) -> list[str]:
+    """``vsrife smooth ARGS`` on the CPU with x264's fastest preset (``-q`` when ``quiet``); arguments after
+    ``--`` stay last, for ffmpeg."""
+    ours = list(args[: args.index("--")]) if "--" in args else list(args)
+    switches = ["--device", "cpu", "--preset", "ultrafast", *(["-q"] if quiet else [])]
+    return [VSRIFE, "smooth", *ours, *switches, *args[len(ours) :]]
+
+
+def smooth(*args: str, quiet: bool = False, timeout: float = 900, **run: object) -> subprocess.CompletedProcess:
+    """A finished ``vsrife smooth`` run (see :func:`smooth_command`), its output captured as text."""
+    return subprocess.run(smooth_command(*args, quiet=quiet), capture_output=True, text=True, timeout=timeout, **run)
+
+
+def one_line(stderr: str | subprocess.CompletedProcess, *words: str) -> str:
+    """The message is one line holding ``words``, with no traceback; returns it."""
+    text = stderr.stderr if isinstance(stderr, subprocess.CompletedProcess) else stderr
+    message = text.strip()
+    assert "Traceback" not in text, text
+    assert len(message.splitlines()) == 1, text
+    for word in words:
+        assert word in message, f"{word!r} not in {message!r}"
+    return message
+
+
+def psnr(a: np.ndarray, b: np.ndarray, peak: float = 1.0) -> float:
+    """Peak signal-to-noise ratio in dB of two arrays of values in 0..``peak``."""
+    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(peak**2 / mse)
+
+
+def avi_ending_in_empty_slots(folder: Path) -> Path:
+    """A 4.00 s AVI at 25 fps whose last 5 of 100 frame slots are empty: 95 frames, the last shown until 4 s."""
+    short = folder / "short.avi"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=s=160x120:r=25:d=4", "-vf", r"select=lt(n\,95)", "-fps_mode", "passthrough",
+           "-c:v", "mpeg4", str(short))  # fmt: skip
+    avi = folder / "slots.avi"
+    with_empty_frame_slots(short, avi, 5)
+    return avi
+
+
+def with_empty_frame_slots(avi: Path, out: Path, slots: int) -> None:
+    """``avi`` with ``slots`` empty video chunks (``00dc`` of size 0) after its last frame, counted in its
+    frame totals and index: what a capture program writes for frames it dropped, here at the end."""
+    data = bytearray(avi.read_bytes())
+    movi = _riff_list(data, b"movi")
+    movi_size = int.from_bytes(data[movi + 4 : movi + 8], "little")
+    movi_end = movi + 8 + movi_size
+    index = data.index(b"idx1", movi_end)
+    index_end = index + 8 + int.from_bytes(data[index + 4 : index + 8], "little")
+    chunks = (b"00dc" + bytes(4)) * slots
+    entries = b"".join(b"00dc" + struct.pack("<III", 0, movi_end - (movi + 8) + 4 + k * 8, 0) for k in range(slots))
+    data[index_end:index_end] = entries
+    data[movi_end:movi_end] = chunks
+    _add(data, movi + 4, len(chunks))
+    _add(data, index + len(chunks) + 4, len(entries))
+    _add(data, 4, len(chunks) + len(entries))
+    _add(data, data.index(b"avih") + 8 + 16, slots)  # dwTotalFrames
+    video_header = data.index(b"strh")
+    while data[video_header + 8 : video_header + 12] != b"vids":
+        video_header = data.index(b"strh", video_header + 4)
+    _add(data, video_header + 8 + 32, slots)  # the video stream's dwLength
+    out.write_bytes(bytes(data))
+
+
+def _riff_list(data: bytearray, kind: bytes) -> int:
+    at = data.index(b"LIST", 12)
+    while data[at + 8 : at + 12] != kind:
+        at = data.index(b"LIST", at + 4)
+    return at
+
+
+def _add(data: bytearray, at: int, amount: int) -> None:
+    struct.pack_into("<I", data, at, struct.unpack_from("<I", data, at)[0] + amount)

@@ -22,13 +22,12 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ffmpeg, probe, short_bunny
+from helpers import BIN, ffmpeg, one_line, probe, short_bunny, smooth, smooth_command
 from vsrife import rife
-from vsrife.apps import chunks, smooth
+from vsrife.apps import chunks
+from vsrife.apps.options import Options
 from vsrife.sources import open_source
 
-BIN = Path(sys.executable).parent
-VSRIFE = str(BIN / "vsrife")
 ROOT = Path(__file__).resolve().parents[1]
 RATE = Fraction(60)
 CUTS = [30, 76]  # source frames that begin a shot in the first 96 frames of bikes.mp4
@@ -67,21 +66,6 @@ def stream_seconds(path: Path, kind: str) -> float:
         text=True,
     ).stdout
     return max(float(pts) + float(duration) for pts, duration in (line.split(",")[:2] for line in out.split()))
-
-
-def command(*args: str) -> list[str]:
-    ours = list(args[: args.index("--")]) if "--" in args else list(args)
-    return [VSRIFE, "smooth", *ours, "--device", "cpu", *args[len(ours) :]]
-
-
-def smooth_run(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(command(*args), capture_output=True, text=True, timeout=timeout, env=env)
-
-
-def one_line(stderr: str) -> str:
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in stderr, stderr
-    return lines[0]
 
 
 # ------------------------------------------------------------------------------------------ processes, sockets
@@ -212,13 +196,13 @@ def single(clips, tmp_path_factory) -> dict:
     """The oracle: `vsrife smooth` in one process, lossless."""
     out = tmp_path_factory.mktemp("single") / "single.mkv"
     began = time.monotonic()
-    result = smooth_run(str(clips["cuts"]), str(out), "--fps", "60", "--codec", "ffv1", "-q")
+    result = smooth(str(clips["cuts"]), str(out), "--fps", "60", "--codec", "ffv1", "-q")
     assert result.returncode == 0, result.stderr
     return {"video": framemd5(out), "audio": framemd5(out, "a"), "seconds": time.monotonic() - began, "path": out}
 
 
-def options_for(path: Path, **changes) -> smooth.Options:
-    return smooth.Options(input=path, output=path.with_suffix(".out.mkv"), device="cpu", **changes)
+def options_for(path: Path, **changes) -> Options:
+    return Options(input=path, output=path.with_suffix(".out.mkv"), device="cpu", **changes)
 
 
 # -------------------------------------------------------------------------------------------------------- plan
@@ -267,7 +251,7 @@ def test_plan_puts_chunk_edges_on_the_graphs_own_scene_changes(clips):
 def test_workers_2_identical_to_single_run_and_only_on_loopback(clips, single, tmp_path, reaper):
     out = tmp_path / "multi.mkv"
     run = Watched(
-        command(str(clips["cuts"]), str(out), "--fps", "60", "--codec", "ffv1", "--workers", "2", *SMALL_CHUNKS)
+        smooth_command(str(clips["cuts"]), str(out), "--fps", "60", "--codec", "ffv1", "--workers", "2", *SMALL_CHUNKS)
     )
     code, stderr, seconds = run.finish()
     reaper |= run.seen
@@ -288,7 +272,7 @@ def test_workers_2_identical_to_single_run_and_only_on_loopback(clips, single, t
 def test_x264_mp4_chunks_start_with_keyframes_audio_copied_once(clips, tmp_path, reaper):
     out = tmp_path / "bunny.mp4"
     args = [str(clips["aac"]), str(out), "--fps", "60", "--workers", "2", *SMALL_CHUNKS, "-q", "--preset", "ultrafast"]
-    run = Watched(command(*args))
+    run = Watched(smooth_command(*args))
     code, stderr, _ = run.finish()
     reaper |= run.seen
     assert code == 0, stderr
@@ -317,7 +301,7 @@ def packet_flags(path: Path) -> list[str]:
 def test_worker_killed_mid_chunk_is_retried_output_unchanged(clips, single, tmp_path, reaper):
     out = tmp_path / "killed_worker.mkv"
     run = Watched(
-        command(str(clips["cuts"]), str(out), "--fps", "60", "--codec", "ffv1", "--workers", "2", *SMALL_CHUNKS)
+        smooth_command(str(clips["cuts"]), str(out), "--fps", "60", "--codec", "ffv1", "--workers", "2", *SMALL_CHUNKS)
     )
 
     def rendering() -> list[int]:
@@ -339,7 +323,7 @@ def test_driver_killed_then_resumed_other_job_refused(clips, single, tmp_path, r
     out = tmp_path / "resumed.mkv"
     args = [str(clips["cuts"]), str(out), "--fps", "60", "--codec", "ffv1", "--workers", "2", *SMALL_CHUNKS]
     parts = tmp_path / "resumed.mkv.parts"
-    run = Watched(command(*args, "-q"))
+    run = Watched(smooth_command(*args, "-q"))
     run.wait_for(lambda: len(list(parts.glob("chunk-*.json"))) >= 2)
     run.process.kill()  # SIGKILL: no chance to clean up
     run.process.wait(30)
@@ -351,12 +335,12 @@ def test_driver_killed_then_resumed_other_job_refused(clips, single, tmp_path, r
     # Ray's own processes go with the driver (the node's agents take up to a minute; the reaper ends those)
     assert run.leftovers(30) <= {pid for pid in run.seen if "Agent" in title(pid)}
 
-    other = smooth_run(*args, "--fps", "50")
+    other = smooth(*args, "--fps", "50")
     assert other.returncode == 1
     assert "holds another job" in one_line(other.stderr)
     assert sorted(parts.glob("chunk-*.json")) == kept
 
-    resumed = Watched(command(*args, "--resume"))
+    resumed = Watched(smooth_command(*args, "--resume"))
     code, stderr, _ = resumed.finish()
     reaper |= resumed.seen
     assert code == 0, stderr
@@ -372,7 +356,7 @@ def test_driver_stopped_by_sigterm_keeps_finished_chunks_and_stops_ray(clips, tm
     out = tmp_path / "stopped.mkv"
     parts = tmp_path / "stopped.mkv.parts"
     run = Watched(
-        command(str(clips["cuts"]), str(out), "--fps", "60", "--codec", "ffv1", "--workers", "2", *SMALL_CHUNKS)
+        smooth_command(str(clips["cuts"]), str(out), "--fps", "60", "--codec", "ffv1", "--workers", "2", *SMALL_CHUNKS)
     )
     run.wait_for(lambda: len(list(parts.glob("chunk-*.json"))) >= 1)
     run.process.send_signal(signal.SIGTERM)
@@ -391,7 +375,7 @@ def test_driver_stopped_by_sigterm_keeps_finished_chunks_and_stops_ray(clips, tm
 def test_chunk_failing_three_times_stops_the_job(clips, tmp_path, reaper):
     out = tmp_path / "never.mkv"
     run = Watched(
-        command(str(clips["cuts"]), str(out), "--codec", "nosuchcodec", "--workers", "2", *SMALL_CHUNKS, "-q")
+        smooth_command(str(clips["cuts"]), str(out), "--codec", "nosuchcodec", "--workers", "2", *SMALL_CHUNKS, "-q")
     )
     code, stderr, _ = run.finish()
     reaper |= run.seen
@@ -423,7 +407,7 @@ def free_port() -> int:
 def test_bad_setup_is_one_line_within_seconds(clips, tmp_path, extra, message):
     out = tmp_path / "out.mkv"
     began = time.monotonic()
-    result = smooth_run(str(clips["cuts"]), str(out), *(a.format(port=free_port()) for a in extra), timeout=120)
+    result = smooth(str(clips["cuts"]), str(out), *(a.format(port=free_port()) for a in extra), timeout=120)
     assert result.returncode == 1
     assert message in one_line(result.stderr)
     assert time.monotonic() - began < 30
@@ -465,7 +449,7 @@ def test_cluster_address_that_does_not_answer_is_one_line_within_seconds(clips, 
     listener = Listener(greeting)
     began = time.monotonic()
     try:
-        result = smooth_run(str(clips["cuts"]), str(tmp_path / "out.mkv"), "--cluster", f"127.0.0.1:{listener.port}")
+        result = smooth(str(clips["cuts"]), str(tmp_path / "out.mkv"), "--cluster", f"127.0.0.1:{listener.port}")
     finally:
         listener.close()
     assert result.returncode == 1
@@ -587,7 +571,7 @@ def _stop_group(process: subprocess.Popen) -> None:
 def test_two_node_cluster_identical_and_on_loopback(clips, single, two_nodes, tmp_path):
     out = tmp_path / "two_nodes.mkv"
     args = [str(clips["cuts"]), str(out), "--fps", "60", "--codec", "ffv1", "--cluster", two_nodes["address"]]
-    result = smooth_run(*args, *SMALL_CHUNKS, env=two_nodes["env"])
+    result = smooth(*args, *SMALL_CHUNKS, env=two_nodes["env"])
     assert result.returncode == 0, result.stderr
     assert framemd5(out) == single["video"]
     assert framemd5(out, "a") == single["audio"]
@@ -602,7 +586,7 @@ def test_node_that_cannot_see_the_input_is_one_line(clips, two_nodes, tmp_path):
     hidden = two_nodes["hidden"] / "bikes.mkv"
     hidden.write_bytes(clips["cuts"].read_bytes())
     began = time.monotonic()
-    result = smooth_run(str(hidden), str(tmp_path / "out.mkv"), "--cluster", two_nodes["address"], env=two_nodes["env"])
+    result = smooth(str(hidden), str(tmp_path / "out.mkv"), "--cluster", two_nodes["address"], env=two_nodes["env"])
     assert result.returncode == 1
     line = one_line(result.stderr)
     assert re.search(rf"node 127\.0\.0\.1 \(\w+\) cannot see {re.escape(str(hidden))}: every node must see", line)

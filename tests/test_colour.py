@@ -8,7 +8,7 @@ import pytest
 import torch
 import vapoursynth as vs
 
-from helpers import clip_from_array, read_rgb_frames
+from helpers import clip_from_array, psnr, read_rgb_frames
 from vsrife import formats, frames, rife
 
 COLOUR_REPORT: dict[str, dict[str, float]] = {}  # format family -> figures, printed after the run
@@ -136,8 +136,7 @@ def test_synthesized_frames_agree_with_the_zimg_path(real_rgb, family):
     for n in (1, 3, 5):
         for a, b in zip(frames.plane_list(ours.get_frame(n)), frames.plane_list(theirs.get_frame(n)), strict=True):
             a, b = a.astype(np.float64), b.astype(np.float64)
-            mse = np.mean((a - b) ** 2)
-            worst_psnr = min(worst_psnr, 10 * np.log10(peak**2 / mse) if mse else float("inf"))
+            worst_psnr = min(worst_psnr, psnr(a, b, peak))
             if fmt_info.sample_type == vs.INTEGER:
                 within_one = min(within_one, float((np.abs(a - b) <= (1 << (fmt_info.bits_per_sample - 8))).mean()))
     COLOUR_REPORT[family] = {"worst plane PSNR dB": worst_psnr, "within 1 code (8-bit scale)": within_one}

@@ -15,7 +15,7 @@ import vapoursynth as vs
 
 from helpers import clip_from_array, frame_array, read_rgb_frames
 from vsrife import formats, frames, rife
-from vsrife.engine import Engine, ieee_fp32
+from vsrife.engine import Engine, EngineOptions, as_planes, ieee_fp32
 from vsrife.errors import DeviceError
 from vsrife.filter import _build_engine
 
@@ -46,15 +46,17 @@ def test_batched_timesteps_equal_one_at_a_time(real, fmt, device):
     convert = formats.DeviceConverter(
         clip.format, clip.width, clip.height, formats.colour_of(clip), torch.device(device)
     )
-    engine = _build_engine(convert, "4.26", None, False, 1.0, False, torch.device(device), torch.float32)
+    engine = _build_engine(
+        convert, "4.26", None, False, 1.0, False, torch.device(device), EngineOptions(dtype=torch.float32)
+    )
     left, right = (engine.prepare(i, clip.get_frame(i)) for i in range(2))
     ts = (0.25, 0.5, 0.75)
-    batched = engine.interpolate(left, right, ts)
+    batched = as_planes(engine.interpolate(left, right, ts))
     # oneDNN and cuDNN pick other kernels for another batch size: measured on the CPU, 4e-6 apart at most
     tolerance = 1e-5 if device == "cpu" else 1e-4
     peak = (1 << clip.format.bits_per_sample) - 1
     for i, t in enumerate(ts):
-        single = engine.interpolate(left, right, (t,))[0]
+        single = as_planes(engine.interpolate(left, right, (t,)))[0]
         for a, b in zip(batched[i], single, strict=True):
             # integer planes: the float results may round differently only by float noise
             assert np.abs(a.astype(np.float64) - b.astype(np.float64)).max() <= max(1, tolerance * peak)
@@ -62,6 +64,11 @@ def test_batched_timesteps_equal_one_at_a_time(real, fmt, device):
         raw_batched, singles = _raw_forwards(engine, left, right, ts, device)
     for i in range(len(ts)):
         assert (raw_batched[i] - singles[i]).abs().max().item() <= tolerance
+
+
+def engine_for(convert: formats.DeviceConverter, device: str, dtype: torch.dtype) -> Engine:
+    """The engine ``rife()`` builds for 4.26 (real weights) on ``device`` in ``dtype``."""
+    return _build_engine(convert, "4.26", None, False, 1.0, False, torch.device(device), EngineOptions(dtype=dtype))
 
 
 def _raw_forwards(engine, left, right, ts, device):
@@ -145,10 +152,14 @@ def test_cuda_graphs_equal_eager(real, device):
     pairs = [(0, 1, (0.5,)), (1, 2, (0.5,)), (1, 2, (0.25, 0.5, 0.75)), (0, 2, (0.25, 0.5, 0.75))]
     results = {}
     for graphs in (True, False):
-        engine = _build_engine(convert, "4.26", None, False, 1.0, False, torch.device(device), torch.float16)
+        engine = _build_engine(
+            convert, "4.26", None, False, 1.0, False, torch.device(device), EngineOptions(dtype=torch.float16)
+        )
         engine.graphs = graphs
         prepared = [engine.prepare(i, clip.get_frame(i)) for i in range(3)]
-        results[graphs] = [frame for a, b, ts in pairs for frame in engine.interpolate(prepared[a], prepared[b], ts)]
+        results[graphs] = [
+            frame for a, b, ts in pairs for frame in as_planes(engine.interpolate(prepared[a], prepared[b], ts))
+        ]
         assert (engine.captured_graphs > 0) == graphs
     for replayed, eager in zip(results[True], results[False], strict=True):
         for a, b in zip(replayed, eager, strict=True):
@@ -164,11 +175,15 @@ def test_channels_last_equals_nchw(real, device, dtype):
     )
     results = []
     for channels_last in (True, False):
-        engine = _build_engine(convert, "4.26", None, False, 1.0, False, torch.device(device), dtype)
-        engine = Engine(engine.net, engine.device, dtype, convert, 64, max_cached=8, channels_last=channels_last)
+        engine = _build_engine(
+            convert, "4.26", None, False, 1.0, False, torch.device(device), EngineOptions(dtype=dtype)
+        )
+        engine = Engine(
+            engine.net, engine.device, convert, 64, 8, EngineOptions(dtype=dtype, channels_last=channels_last)
+        )
         left, right = (engine.prepare(i, clip.get_frame(i)) for i in range(2))
         assert left.frame.pixels.is_contiguous(memory_format=torch.channels_last) == channels_last
-        results.append(engine.interpolate(left, right, (0.25, 0.5)))
+        results.append(as_planes(engine.interpolate(left, right, (0.25, 0.5))))
     codes = 8 if dtype == torch.float16 else 1  # of 1023: fp16 rounds where NHWC and NCHW kernels differ
     for nhwc, nchw in zip(*results, strict=True):
         for a, b in zip(nhwc, nchw, strict=True):

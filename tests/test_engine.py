@@ -14,7 +14,7 @@ import vapoursynth as vs
 
 from helpers import clip_from_array, frame_array, read_rgb_frames
 from vsrife import rife
-from vsrife.engine import WORKER_PREFIX, Engine, Lanes
+from vsrife.engine import WORKER_PREFIX, Engine, EngineOptions, Lanes
 
 
 @pytest.fixture(scope="module")
@@ -85,9 +85,9 @@ def _engine_workers() -> list[threading.Thread]:
 
 
 def test_lanes_share_the_cores():
-    cpu = Lanes.choose(torch_device("cpu"), 640, 384, cores=8)
+    cpu = Lanes.choose(torch_device("cpu"), 640, 384, EngineOptions(), cores=8)
     assert (cpu.workers, cpu.threads) == (8, 1)
-    huge = Lanes.choose(torch_device("cpu"), 100_000, 100_000, cores=8)
+    huge = Lanes.choose(torch_device("cpu"), 100_000, 100_000, EngineOptions(), cores=8)
     assert (huge.workers, huge.threads) == (1, 8)
 
 
@@ -129,3 +129,60 @@ def test_bench_command_reports_every_figure():
         "peak host memory MiB",
     ):
         assert key in result.stdout
+
+
+PATHS = {  # what the pipeline does differently: whole-number factors (VapourSynth's own filters), other ratios
+    "factor-2": {"factor_num": 2},
+    "factor-4": {"factor_num": 4},
+    "5/2": {"factor_num": 5, "factor_den": 2},
+    "rate-down": {"factor_num": 24, "factor_den": 25},
+    "dedup": {"factor_num": 1, "dedup": True},
+}
+
+
+@pytest.fixture(scope="module")
+def cut_and_stills(frames) -> np.ndarray:
+    """Real frames with a still pair (a frame repeated) and a cut (the clip played backwards after it)."""
+    return np.concatenate([frames[:4], frames[3:4], frames[4:8], frames[11:7:-1]])
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_every_pipeline_gives_the_sequential_frames(cut_and_stills, threads, path):
+    """Out of order, from 4 threads, with 1 to 3 workers and 1 to 4 batches started ahead of each: the frames
+    and props one worker makes when asked in order (cuts, stills, re-timed holds included)."""
+    clip = clip_from_array(cut_and_stills)
+    arguments = {"model": "4.6", "device": "cpu", "sc_threshold": 0.3, "static_threshold": 0.0, **PATHS[path]}
+    vs.core.num_threads = 1
+    expected = [
+        (frame_array(out, n), _kept_props(out, n))
+        for out in [rife(clip, **arguments, engine=EngineOptions(workers=1))]
+        for n in range(out.num_frames)
+    ]
+    vs.core.num_threads = 4
+    for workers, in_flight in ((2, 1), (3, 4), (1, 2)):
+        out = rife(clip, **arguments, engine=EngineOptions(workers=workers, in_flight=in_flight))
+        order = list(range(out.num_frames))[::-1]
+        futures = {n: out.get_frame_async(n) for n in order[::2] + order[1::2]}
+        wait(list(futures.values()))
+        for n, future in futures.items():
+            got = future.result()
+            assert np.array_equal(np.stack([np.asarray(got[p]) for p in range(3)]), expected[n][0]), (path, n)
+            assert _kept_props(got, None) == expected[n][1], (path, n)
+
+
+def _kept_props(frame_or_clip, n: int | None) -> dict:
+    frame = frame_or_clip.get_frame(n) if n is not None else frame_or_clip
+    return {k: v for k, v in frame.props.items() if k.startswith(("_Scene", "Rife", "_Duration"))}
+
+
+def test_work_started_ahead_is_never_done_twice(frames, monkeypatch, threads):
+    """Frames asked for out of order: a look ahead from an earlier frame does not redo a later frame's batch
+    (it did, for 40 % of the batches)."""
+    vs.core.num_threads = 4
+    runs = []
+    original = Engine._run
+    monkeypatch.setattr(Engine, "_run", lambda self, job: runs.append(job.key) or original(self, job))
+    out = rife(clip_from_array(frames), model="4.6", device="cpu", engine=EngineOptions(workers=2, in_flight=4))
+    futures = [out.get_frame_async(n) for n in range(out.num_frames)]
+    wait(futures)
+    assert len(runs) == len(set(runs)) == 11, "each of the 11 pairs' in-between made once"

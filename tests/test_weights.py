@@ -51,6 +51,19 @@ def test_reachable_weights_are_verified_and_of_the_right_family(model):
     assert not any(k.startswith(("module.", "block_tea", "teacher", "caltime", "unet", "contextnet")) for k in state)
 
 
+def test_weights_list_is_a_table_with_one_spelling_of_families():
+    lines = subprocess.run(
+        [sys.executable, "-m", "vsrife", "weights", "list"], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    header, rows = lines[1], lines[2:]
+    assert len(rows) == len(MODELS)
+    where = header.index("where")
+    assert all(row[where - 2 : where] == "  " and row[where] != " " for row in rows), "every column lines up"
+    families = {row[header.index("family") : where].strip() for row in rows}
+    assert "4.13/4.14/4.15/4.17/4.18/4.19/4.24 family" in families and "4.6 family" in families
+    assert all(name.endswith(" family") and "-family" not in name for name in families)
+
+
 def _no_leftovers(folder: Path) -> list[str]:
     return [p.name for p in folder.rglob("*") if p.is_file()]
 

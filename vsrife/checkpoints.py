@@ -205,8 +205,9 @@ def _read_pickle(path: Path) -> object:
         message = str(e)
         if refused := _refused_global(message):
             raise UnsafeCheckpointError(
-                f"model_path: {path} would import {refused} when unpickled; refused, nothing was run. Only plain "
-                "tensor checkpoints are accepted"
+                f"{path} would import {refused} when unpickled; refused, nothing was run. Only plain "
+                "tensor checkpoints are accepted",
+                param="model_path",
             ) from None
         raise WeightsCorruptError(
             f"{path} is not a plain tensor checkpoint ({_unpickler_reason(message)}); nothing was run. It is "
@@ -260,7 +261,7 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The canonical state dict of a checkpoint file (``.pkl``, ``.pth``, ``.safetensors``), safely loaded."""
     path = Path(path).expanduser().resolve()
     if not path.is_file():
-        raise WeightsNotFoundError(f"model_path: {path} does not exist or is not a file")
+        raise WeightsNotFoundError(f"{path} does not exist or is not a file", param="model_path")
     stat = path.stat()
     return _load_cached(path, stat.st_mtime_ns, stat.st_size)
 
@@ -306,8 +307,9 @@ def resolve_model(state_dict: Mapping[str, torch.Tensor], model: str | None, sou
         return family.members[-1]
     if model not in family.members:
         raise CheckpointMismatchError(
-            f"model: {source} is a {family.name} checkpoint, not {model}; "
-            f"pass model={family.members[-1]!r} or leave model unset to detect it"
+            f"{source} is a {family.name} checkpoint, not {model}; "
+            f"pass model={family.members[-1]!r} or leave model unset to detect it",
+            param="model",
         )
     return model
 

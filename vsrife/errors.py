@@ -3,14 +3,31 @@ exception that says what kind of problem it is, so plain Python callers can catc
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import vapoursynth as vs
 
 
 class VsRifeError(vs.Error):
-    """Base class; messages start with ``vsrife:``."""
+    """Base class; messages start with ``vsrife:``.
 
-    def __init__(self, message: str) -> None:
-        super().__init__(f"vsrife: {message}")
+    ``param``: the parameter the error is about, if any (the message then reads ``param: reason``);
+    ``reason``: the message after it; ``mentions``: other parameters the reason names as ``name=value``,
+    so that a front end (the command line) can name them its own way; ``prefix``: who speaks.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        param: str | None = None,
+        mentions: Mapping[str, object] | None = None,
+        prefix: str = "vsrife",
+    ) -> None:
+        super().__init__(f"{prefix}: {param}: {reason}" if param else f"{prefix}: {reason}")
+        self.param = param
+        self.reason = reason
+        self.mentions = dict(mentions or {})
 
 
 class ParameterError(VsRifeError, ValueError):
@@ -25,8 +42,7 @@ class TimecodesError(VsRifeError, ValueError):
     """Frame times that cannot be used (unreadable, decreasing, too few); ``reason`` says why."""
 
     def __init__(self, reason: str) -> None:
-        super().__init__(f"timecodes: {reason}")
-        self.reason = reason
+        super().__init__(reason, param="timecodes")
 
 
 class DeviceError(VsRifeError, ValueError):
@@ -34,7 +50,11 @@ class DeviceError(VsRifeError, ValueError):
 
 
 class WeightsNotFoundError(VsRifeError, FileNotFoundError):
-    """The weights file is not present; the message gives the command that fetches it."""
+    """The weights file is not present; the message gives the command that fetches it. ``model``: whose."""
+
+    def __init__(self, reason: str, *, param: str | None = None, model: str | None = None) -> None:
+        super().__init__(reason, param=param)
+        self.model = model
 
 
 class WeightsCorruptError(VsRifeError, ValueError):
@@ -51,6 +71,10 @@ class CheckpointMismatchError(VsRifeError, ValueError):
 
 class DownloadError(VsRifeError, OSError):
     """A download failed (offline, timed out, or the file did not match its checksum)."""
+
+
+class SourceError(VsRifeError, OSError):
+    """A file cannot be read as a video; the message says why in one line."""
 
 
 class OutOfMemory(VsRifeError, MemoryError):

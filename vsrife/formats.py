@@ -62,8 +62,9 @@ def read_colour(fmt: vs.VideoFormat, width: int, height: int, props: vs.FramePro
     matrix = default_matrix(width, height) if code in NOT_YUV_MATRICES else Matrix(code)
     if matrix not in SUPPORTED_MATRICES:
         raise ParameterError(
-            f"clip: its _Matrix is {matrix.name} ({int(matrix)}), which needs the transfer function to convert; "
-            "convert the clip with core.resize (to RGB, or a non-constant-luminance matrix such as 2020ncl) first"
+            f"its _Matrix is {matrix.name} ({int(matrix)}), which needs the transfer function to convert; "
+            "convert the clip with core.resize (to RGB, or a non-constant-luminance matrix such as 2020ncl) first",
+            param="clip",
         )
     location = vs.ChromaLocation(int(props.get("_ChromaLocation", vs.ChromaLocation.CHROMA_LEFT)))
     return Colour(matrix, limited, location)

@@ -13,7 +13,7 @@ import math
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import TYPE_CHECKING
 
@@ -25,6 +25,8 @@ from .variants import ARCHITECTURES, DEFAULT_MODEL, MODELS, SCALES, architecture
 
 if TYPE_CHECKING:
     import torch
+
+    from .engine import EngineOptions
 
 MIN_FRAMES = 2
 SC_THRESHOLD_RANGE = "a number above 0 and at most 2"
@@ -46,39 +48,41 @@ TRT_OPTIONS = (
 def check_clip(clip: object) -> vs.VideoNode:
     """A clip ``rife`` and ``sc_detect`` can take: one format, one size, YUV/GRAY/RGB, at least 2 frames."""
     if not isinstance(clip, vs.VideoNode):
-        raise ParameterTypeError(f"clip: must be a vs.VideoNode (a video clip), not {type(clip).__name__}")
+        raise ParameterTypeError(f"must be a vs.VideoNode (a video clip), not {type(clip).__name__}", param="clip")
     # vsutil's disallow_variable_format tests `format is None`, which R81 never returns; checked here
     if clip.format.id == vs.PresetVideoFormat.NONE:
-        raise ParameterError("clip: variable-format clips are not supported; give every frame one format")
+        raise ParameterError("variable-format clips are not supported; give every frame one format", param="clip")
     if clip.width == 0 or clip.height == 0:
-        raise ParameterError("clip: variable-size clips are not supported; resize every frame to one size")
+        raise ParameterError("variable-size clips are not supported; resize every frame to one size", param="clip")
     if clip.format.color_family not in (vs.YUV, vs.GRAY, vs.RGB):
-        raise ParameterError(f"clip: format {clip.format.name} is not supported; use YUV, GRAY or RGB")
+        raise ParameterError(f"format {clip.format.name} is not supported; use YUV, GRAY or RGB", param="clip")
     if clip.num_frames < MIN_FRAMES:
-        raise ParameterError(f"clip: needs at least {MIN_FRAMES} frames to interpolate, it has {clip.num_frames}")
+        raise ParameterError(
+            f"needs at least {MIN_FRAMES} frames to interpolate, it has {clip.num_frames}", param="clip"
+        )
     return clip
 
 
 def whole_number(name: str, value: object, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ParameterTypeError(f"{name}: must be a whole number, not {value!r} ({type(value).__name__})")
+        raise ParameterTypeError(f"must be a whole number, not {value!r} ({type(value).__name__})", param=name)
     if value < minimum:
-        raise ParameterError(f"{name}: must be a whole number of at least {minimum}, not {value!r}")
+        raise ParameterError(f"must be a whole number of at least {minimum}, not {value!r}", param=name)
     return value
 
 
 def number_in(name: str, value: object, low: float, high: float, allowed: str, low_open: bool = False) -> float:
     """``value`` as a number within ``low``..``high`` (above ``low`` when ``low_open``)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ParameterTypeError(f"{name}: must be {allowed}, not {value!r} ({type(value).__name__})")
+        raise ParameterTypeError(f"must be {allowed}, not {value!r} ({type(value).__name__})", param=name)
     if not (low < value if low_open else low <= value) or not value <= high:
-        raise ParameterError(f"{name}: must be {allowed}, not {value!r}")
+        raise ParameterError(f"must be {allowed}, not {value!r}", param=name)
     return value
 
 
 def flag(name: str, value: object) -> bool:
     if not isinstance(value, bool) and value not in (0, 1):
-        raise ParameterTypeError(f"{name}: must be True or False, not {value!r}")
+        raise ParameterTypeError(f"must be True or False, not {value!r}", param=name)
     return bool(value)
 
 
@@ -89,7 +93,7 @@ def sc_threshold(name: str, value: object) -> float:
 def check_sc_detect(clip: object, threshold: object) -> None:
     sc_threshold("threshold", threshold)
     if not isinstance(clip, vs.VideoNode):
-        raise ParameterTypeError(f"clip: must be a vs.VideoNode (a video clip), not {type(clip).__name__}")
+        raise ParameterTypeError(f"must be a vs.VideoNode (a video clip), not {type(clip).__name__}", param="clip")
 
 
 @dataclass(frozen=True)
@@ -117,7 +121,7 @@ class RateRequest:
 def rate_request(factor_num: object, factor_den: object, fps_num: object, fps_den: object) -> RateRequest:
     factor = Fraction(whole_number("factor_num", factor_num, 1), whole_number("factor_den", factor_den, 1))
     if fps_num is None and fps_den is not None:
-        raise ParameterError("fps_num: give fps_num too when fps_den is set (fps_den defaults to 1)")
+        raise ParameterError("give fps_num too when fps_den is set (fps_den defaults to 1)", param="fps_num")
     if fps_num is None:
         return RateRequest(factor, None)
     fps = Fraction(whole_number("fps_num", fps_num, 1), whole_number("fps_den", 1 if fps_den is None else fps_den, 1))
@@ -142,7 +146,11 @@ def plan_options(
         whole_number("max_hold", max_hold, 2),
     )
     if same_rate and not options.dedup:
-        raise ParameterError("factor_num: the same rate changes nothing; it is allowed only with dedup=True")
+        raise ParameterError(
+            "the same rate changes nothing; it is allowed only with dedup=True",
+            param="factor_num",
+            mentions={"dedup": True},
+        )
     return options
 
 
@@ -161,10 +169,11 @@ def frame_times(timecodes: object, frames: int) -> FrameTimes | None:
             times = [Fraction(repr(x)) if isinstance(x, float) else Fraction(x) for x in timecodes]
             return times_for_frames(times, frames, "the sequence")
     except TimecodesError as e:
-        raise ParameterError(f"timecodes: {e.reason}") from None
+        raise ParameterError(e.reason, param="timecodes") from None
     raise ParameterTypeError(
-        "timecodes: must be a timecodes v2 file's path, a vsrife.FrameTimes or a sequence of start times in "
-        f"seconds, not {type(timecodes).__name__}"
+        "must be a timecodes v2 file's path, a vsrife.FrameTimes or a sequence of start times in "
+        f"seconds, not {type(timecodes).__name__}",
+        param="timecodes",
     )
 
 
@@ -178,17 +187,19 @@ def check_timing(timing: Timing, output_rate: Fraction, request: RateRequest) ->
     name = request.name
     if timing.output_frames > MAX_OUTPUT_FRAMES:
         raise ParameterError(
-            f"{name}: the output would have {_count(timing.output_frames)} frames ({timing.source_frames} source "
-            f"frames); a VapourSynth clip holds at most {MAX_OUTPUT_FRAMES}"
+            f"the output would have {_count(timing.output_frames)} frames ({timing.source_frames} source "
+            f"frames); a VapourSynth clip holds at most {MAX_OUTPUT_FRAMES}",
+            param=name,
         )
     if timing.max_step > MAX_STEP:
         raise ParameterError(
-            f"{name}: the output rate is too low: one output frame would pass over {_count(timing.max_step)} "
-            f"source frames (at most {MAX_STEP}); drop frames first (std.SelectEvery) or choose a higher rate"
+            f"the output rate is too low: one output frame would pass over {_count(timing.max_step)} "
+            f"source frames (at most {MAX_STEP}); drop frames first (std.SelectEvery) or choose a higher rate",
+            param=name,
         )
     if max(output_rate.numerator, output_rate.denominator) > MAX_RATE_TERM:
         raise ParameterError(
-            f"{name}: the output rate's numerator or denominator does not fit VapourSynth's 64-bit rate fields"
+            "the output rate's numerator or denominator does not fit VapourSynth's 64-bit rate fields", param=name
         )
     return timing
 
@@ -203,9 +214,9 @@ def model_name(model: object, model_path: object) -> str | None:
     if model is None:
         return None if model_path is not None else DEFAULT_MODEL
     if not isinstance(model, str):
-        raise ParameterTypeError(f"model: must be a version string such as {DEFAULT_MODEL!r}, not {model!r}")
+        raise ParameterTypeError(f"must be a version string such as {DEFAULT_MODEL!r}, not {model!r}", param="model")
     if model not in ARCHITECTURES:
-        raise ParameterError(f"model: unknown model {model!r}; known models: {', '.join(MODELS)}")
+        raise ParameterError(f"unknown model {model!r}; known models: {', '.join(MODELS)}", param="model")
     return model
 
 
@@ -213,20 +224,24 @@ def capabilities(model: str | None, scale: object, ensemble: object) -> None:
     """Refuse a ``scale`` or ``ensemble`` the model cannot take, naming the models that can. With ``model``
     None (not known until a checkpoint is read) only ``scale`` itself is checked."""
     if isinstance(scale, bool) or not isinstance(scale, (int, float)):
-        raise ParameterTypeError(f"scale: must be one of {', '.join(map(str, SCALES))}, not {scale!r}")
+        raise ParameterTypeError(f"must be one of {', '.join(map(str, SCALES))}, not {scale!r}", param="scale")
     if scale not in SCALES:
-        raise ParameterError(f"scale: must be one of {', '.join(map(str, SCALES))}, not {scale!r}")
+        raise ParameterError(f"must be one of {', '.join(map(str, SCALES))}, not {scale!r}", param="scale")
     ensemble = flag("ensemble", ensemble)
     if model is None:
         return
     arch = architecture(model)
     if scale not in arch.scales:
         able = [m for m, a in ARCHITECTURES.items() if scale in a.scales]
-        raise ParameterError(f"scale: model {model} does not take scale={scale}; models that do: {', '.join(able)}")
+        raise ParameterError(
+            f"model {model} does not take scale={scale}; models that do: {', '.join(able)}",
+            param="scale",
+            mentions={"scale": scale},
+        )
     if ensemble and not arch.supports_ensemble:
         able = [m for m, a in ARCHITECTURES.items() if a.supports_ensemble]
         raise ParameterError(
-            f"ensemble: model {model} does not support ensemble=True; models that do: {', '.join(able)}"
+            f"model {model} does not support ensemble=True; models that do: {', '.join(able)}", param="ensemble"
         )
 
 
@@ -239,30 +254,56 @@ def compute_device(device: object, device_index: object, trt: bool = False) -> t
     if device_index is not None:
         whole_number("device_index", device_index, 0)
     if device is not None and not isinstance(device, str):
-        raise ParameterTypeError(f"device: must be 'cpu', 'cuda' or 'cuda:N', not {device!r}")
+        raise ParameterTypeError(f"must be 'cpu', 'cuda' or 'cuda:N', not {device!r}", param="device")
     asked = "device_index" if device_index is not None else "trt" if trt else "device"
     if device is None:
         device = "cuda" if device_index is not None or trt or torch.cuda.is_available() else "cpu"
     kind, _, index_text = device.strip().lower().partition(":")
     if kind == "cpu" and not index_text:
         if device_index is not None or trt:
-            raise DeviceError(f"{asked}: asks for CUDA, but device='cpu' was given; drop one of them")
+            raise DeviceError("asks for CUDA, but device='cpu' was given; drop one of them", param=asked)
         return torch.device("cpu")
     if kind != "cuda" or (index_text and not index_text.isdigit()):
-        raise DeviceError(f"device: must be 'cpu', 'cuda' or 'cuda:N', not {device!r}")
+        raise DeviceError(f"must be 'cpu', 'cuda' or 'cuda:N', not {device!r}", param="device")
     if not torch.cuda.is_available():
         given = f"device_index={device_index}" if asked == "device_index" else "trt=True" if trt else repr(device)
-        raise DeviceError(f"{asked}: {given} asks for CUDA, which is not available here; use device='cpu'")
+        raise DeviceError(f"{given} asks for CUDA, which is not available here; use device='cpu'", param=asked)
     index = int(index_text) if index_text else (device_index or 0)
     count = torch.cuda.device_count()
     if index >= count:
-        raise DeviceError(f"{asked}: cuda:{index} does not exist; this machine has cuda:0 to cuda:{count - 1}")
+        raise DeviceError(f"cuda:{index} does not exist; this machine has cuda:0 to cuda:{count - 1}", param=asked)
     return torch.device("cuda", index)
 
 
 def half_precision(fp16: object, device: torch.device) -> bool:
     """``fp16`` as a decision: None means fp16 on CUDA, fp32 elsewhere."""
     return device.type == "cuda" if fp16 is None else flag("fp16", fp16)
+
+
+def engine_options(engine: object, num_streams: object, fp16: object, device: torch.device) -> EngineOptions:
+    """The engine's options: ``engine`` (a :class:`~vsrife.engine.EngineOptions`), its dtype set by ``fp16``
+    where given (else by the device), its workers by HolyWu's ``num_streams`` where given: batches at once
+    on CUDA; on the CPU ``num_streams`` does not apply, and a note says so."""
+    from .engine import EngineOptions
+
+    if engine is not None and not isinstance(engine, EngineOptions):
+        raise ParameterTypeError(f"must be a vsrife.EngineOptions, not {type(engine).__name__}", param="engine")
+    options = engine or EngineOptions()
+    if fp16 is not None or options.dtype is None:
+        options = replace(options, dtype=torch_dtype(half_precision(fp16, device)))
+    if num_streams is None:
+        return options
+    count = whole_number("num_streams", num_streams, 1)
+    if device.type == "cuda":
+        return replace(options, workers=count)
+    print(f"vsrife: num_streams={count} is for CUDA; on the CPU the engine runs one call per core", file=sys.stderr)
+    return options
+
+
+def torch_dtype(half: bool) -> torch.dtype:
+    import torch
+
+    return torch.float16 if half else torch.float32
 
 
 def announce_trt(trt: bool, given: dict[str, object]) -> None:

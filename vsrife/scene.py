@@ -35,6 +35,7 @@ DIFF_PROP = "RifeDiffPrev"
 CHANGE_PROP = "RifeChangePrev"
 PRIVATE_PROPS = (CUT_PROP, DIFF_PROP, CHANGE_PROP)
 CONTEXT = (-2, -1, 0, 1, 2)  # frames a decision at frame n looks at
+DETECTED = (-2, -1, 0, 1)  # frames the decision "a cut before frame n" looks at
 
 
 def is_cut(left: vs.VideoFrame, right: vs.VideoFrame, n: int) -> bool:
@@ -50,8 +51,9 @@ def scene_flag(props: vs.FrameProps, key: str, n: int) -> bool:
     value = props.get(key, 0)
     if type(value) is not int or value not in (0, 1):
         raise ParameterError(
-            f"clip: source frame {n} has {key}={value!r} ({type(value).__name__}); scene-change props must be "
-            "the integer 0 or 1 (fix the filter that set it, or let vsrife detect cuts: sc_threshold=0.3)"
+            f"source frame {n} has {key}={value!r} ({type(value).__name__}); scene-change props must be "
+            "the integer 0 or 1 (fix the filter that set it, or let vsrife detect cuts: sc_threshold=0.3)",
+            param="clip",
         )
     return value == 1
 
@@ -130,33 +132,48 @@ def sc_detect(clip: vs.VideoNode, threshold: float = DEFAULT_THRESHOLD) -> vs.Vi
     return clip.std.ModifyFrame([clip, *context], mark)
 
 
-def annotate(clip: vs.VideoNode, exact: bool = True, local: bool = False) -> vs.VideoNode:
+def annotate(clip: vs.VideoNode, exact: bool = True, local: bool = False, detect: float | None = None) -> vs.VideoNode:
     """``clip`` with the facts the planner reads on every frame, about it and the previous frame:
 
-    - :data:`CUT_PROP`: a scene change lies between them (from the scene-change props);
+    - :data:`CUT_PROP`: a scene change lies between them — found by the detector at threshold ``detect``
+      (as :func:`sc_detect` finds it), or with ``detect`` None read from the scene-change props;
     - :data:`DIFF_PROP` (``exact``): mean absolute difference, largest over the planes, 0..1 of the
       format's range; 0.0 means bit-identical;
     - :data:`CHANGE_PROP` (``local``): the largest local change, the largest absolute difference between
       their :data:`CHANGE_WIDTH`-pixel-wide grey copies, 0..1; compression noise averages out there,
       a moving mouth does not.
 
-    Frame 0 gets 1.0 for both differences.
+    Frame 0 gets 1.0 for both differences. One Python call per frame does all of it.
     """
     previous = shifted(clip, -1)
     stats = [previous.std.PlaneStats(clip, plane=p) for p in range(clip.format.num_planes)] if exact else []
     if local:
         thumbs = luma_thumbnail(clip, min(clip.width, CHANGE_WIDTH))
         stats.append(vs.core.std.Expr([thumbs, shifted(thumbs, -1)], "x y - abs").std.PlaneStats())
+    around = DETECTED if detect is not None else ()
+    context = [shifted(luma_thumbnail(clip), k) for k in around]
+    last = clip.num_frames - 1
+    planes = clip.format.num_planes if exact else 0
+
+    def cut_before(n: int, f: list[vs.VideoFrame]) -> bool:
+        if n == 0:
+            return False
+        if detect is None:
+            return is_cut(f[1], f[0], n)
+        pictures = {n + k: np.asarray(frame[0]) for k, frame in zip(around, f[-len(around) :], strict=True)}
+        before, after = pictures[n - 2] if n >= 2 else None, pictures[n + 1] if n < last else None
+        return cut_between(before, pictures[n - 1], pictures[n], after, detect)
 
     def record(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
         out = f[0].copy()
-        out.props[CUT_PROP] = int(n > 0 and is_cut(f[1], f[0], n))
-        planes = f[2 : 2 + clip.format.num_planes] if exact else []
-        out.props[DIFF_PROP] = 1.0 if n == 0 or not exact else max(float(s.props["PlaneStatsDiff"]) for s in planes)
-        out.props[CHANGE_PROP] = 1.0 if n == 0 or not local else float(f[-1].props["PlaneStatsMax"])
+        out.props[CUT_PROP] = int(cut_before(n, f))
+        out.props[DIFF_PROP] = (
+            1.0 if n == 0 or not exact else max(float(s.props["PlaneStatsDiff"]) for s in f[2 : 2 + planes])
+        )
+        out.props[CHANGE_PROP] = 1.0 if n == 0 or not local else float(f[2 + len(stats) - 1].props["PlaneStatsMax"])
         return out
 
-    return clip.std.ModifyFrame([clip, previous, *stats], record)
+    return clip.std.ModifyFrame([clip, previous, *stats, *context], record)
 
 
 @dataclass(frozen=True)

@@ -1,43 +1,52 @@
 """Video files in: frames from BestSource, read robustly, timed as the container says.
 
-BestSource is the source filter, but two things it reports are not to be trusted on their own:
+BestSource is the source filter, but what it reports is not to be trusted on its own:
 
 - **Its rate.** It estimates ``fps`` from the stream (an AVI of 2997/125 fps comes out as 260739/33125, a
   15 fps MKV as 29000/1933) and reports a nominal rate for variable-rate files (a phone recording whose
   first frame lasts 0.185 s is "30 fps"). :func:`probe_times` reads the container's own timestamps with
   ffprobe (packets only, no decoding) instead: frames evenly spaced at a declared or standard rate make a
-  constant-rate source at exactly that rate; otherwise the timestamps themselves are the timing.
-- **Its reads.** Under load, BestSource with frame-threaded decoding now and then fails a frame ("No frame
-  returned … Retry with threads=1"). :func:`open_video` retries such a frame on a single-threaded
-  instance, as its message advises, so a render never stops for it.
+  constant-rate source at exactly that rate; otherwise the timestamps themselves are the timing. Where the
+  stream declares a longer duration than its last packet reaches (an AVI's empty frame slots at its end),
+  the last frame is held until then.
+- **Its reads.** Frame-threaded decoding is not always deterministic: FFmpeg's Theora decoder, for one,
+  now and then returns other pictures for frames 549–552 of the FreeCol film (single-threaded it never
+  does). BestSource checks every frame against the hash its index recorded and fails one that differs
+  ("No frame returned … Retry with threads=1"). So the index is made from a single-threaded decode, once
+  per file (an index made frame-threaded had once recorded the wrong pictures: every later read of those
+  frames failed, and a wrong decode would have passed); frames are then read frame-threaded, and a frame
+  that fails is read again single-threaded, as the message advises. A frame that fails there too means a
+  damaged index: it is made again, once.
+- **Its length.** A truncated file decodes to fewer frames than its container declares, without an error:
+  :attr:`Source.declared_frames` tells, so that a caller can say so.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import threading
 from dataclasses import dataclass
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import vapoursynth as vs
 
 from .download import cache_dir
-from .errors import VsRifeError
+from .errors import SourceError
+from .ffprobe import ffprobe, ffprobe_json, video_streams
 from .timing import FrameTimes
 
-PROBE_TIMEOUT_S = 600
 # rates tried when the container's declared ones do not fit its timestamps
 STANDARD_RATES = tuple(Fraction(r) for r in (24, 25, 30, 48, 50, 60, 100, 120)) + tuple(
     Fraction(r * 1000, 1001) for r in (24, 30, 60, 120)
 )
 RETRY_HINT = "Retry with threads=1"
+INDEX_FOLDER = "bsindex-single-threaded"  # under the vsrife cache; "bsindex" held frame-threaded ones
+# containers whose frame count (ffprobe's nb_frames) counts coded frames only (an AVI's counts empty slots)
+COUNTED_FORMATS = ("mov", "mp4", "m4a", "3gp", "3g2", "mj2")
 
-
-class SourceError(VsRifeError, OSError):
-    """A file cannot be read as a video; the message says why in one line."""
+__all__ = ["RetryingReader", "Source", "SourceError", "StreamTiming", "open_source", "open_video", "probe_times"]
 
 
 @dataclass(frozen=True)
@@ -46,18 +55,26 @@ class Source:
 
     ``clip`` runs at ``rate`` (the true constant rate, or the nominal rate of a variable-rate file);
     ``times`` is None for a constant-rate file, else every frame's true time; ``start`` is when the first
-    frame is shown, in seconds on the container's clock (to keep the audio in step).
+    frame is shown, in seconds on the container's clock (to keep the audio in step); ``declared_frames``:
+    how many frames the container says it holds (None when it does not say), more than ``clip`` has when
+    the file ends early.
     """
 
     clip: vs.VideoNode
     rate: Fraction
     times: FrameTimes | None
     start: Fraction
+    declared_frames: int | None = None
 
     @property
     def duration(self) -> Fraction:
         """Seconds from the first frame's start to the last frame's end."""
         return self.times.duration if self.times is not None else self.clip.num_frames / self.rate
+
+    @property
+    def ends_early(self) -> bool:
+        """The decoder delivered fewer frames than the container holds (a truncated or damaged file)."""
+        return self.declared_frames is not None and self.clip.num_frames < self.declared_frames
 
 
 @dataclass(frozen=True)
@@ -67,11 +84,17 @@ class StreamTiming:
     times: FrameTimes  # from the packets' timestamps
     declared: Fraction | None  # the stream's r_frame_rate, if any
     average: Fraction | None  # its avg_frame_rate, if any
+    frame_count: int | None = None  # the frames the container says it holds, where that counts coded frames
 
     def constant_rate(self) -> Fraction | None:
         """The rate the frames are evenly spaced at (declared first, then standard rates), or None."""
         candidates = [r for r in (self.declared, self.average, *STANDARD_RATES, self._spacing_rate()) if r]
-        return next((rate for rate in candidates if self.times.fits_rate(rate)), None)
+        return next((rate for rate in candidates if self.times.fits_rate(rate) and self._ends_on_time(rate)), None)
+
+    def _ends_on_time(self, rate: Fraction) -> bool:
+        """The last frame lasts one frame of ``rate``, within half of one (not held to a later end)."""
+        frame = 1 / rate
+        return abs(self.times.duration - self.times.frames * frame) <= frame / 2
 
     def nominal_rate(self) -> Fraction:
         """The rate a variable-rate stream is said to run at: its declared rate where that is within 10 %
@@ -91,45 +114,71 @@ class StreamTiming:
 
 def open_source(path: str | os.PathLike[str]) -> Source:
     """``path`` through BestSource at its true timing (see the module's notes); one clear error if it cannot
-    be read as a video."""
-    clip = open_video(path)
+    be read as a video. The container is read first (quick): a file that is no video is refused before
+    BestSource indexes it."""
     stream = probe_times(path)
-    rate = stream.constant_rate()
+    clip = open_video(path)
+    declared = max(stream.times.frames, stream.frame_count or 0)
     if stream.times.frames != clip.num_frames:
         # the decoder delivers another number of frames than the container holds: its own timing stands
         rate = clip.fps if clip.fps != 0 else stream.nominal_rate()
-        return Source(clip.std.AssumeFPS(fpsnum=rate.numerator, fpsden=rate.denominator), rate, None, Fraction(0))
+        return Source(_at_rate(clip, rate), rate, None, Fraction(0), declared)
     start = int(stream.times.starts[0]) * stream.times.timebase
+    rate = stream.constant_rate()
     times = None if rate is not None else stream.times
     rate = rate or stream.nominal_rate()
-    return Source(clip.std.AssumeFPS(fpsnum=rate.numerator, fpsden=rate.denominator), rate, times, start)
+    return Source(_at_rate(clip, rate), rate, times, start, declared)
+
+
+def _at_rate(clip: vs.VideoNode, rate: Fraction) -> vs.VideoNode:
+    return clip.std.AssumeFPS(fpsnum=rate.numerator, fpsden=rate.denominator)
 
 
 def open_video(path: str | os.PathLike[str]) -> vs.VideoNode:
     """BestSource's clip of ``path`` (index cached under the vsrife cache); a frame it fails to return is read
-    again by a single-threaded instance."""
+    again by a single-threaded instance, from a new index if need be."""
     name = str(path)
+    if not hasattr(vs.core, "bs"):
+        raise SourceError(
+            "BestSource, the source filter vsrife reads files with, is not installed: "
+            "pip install vapoursynth-bestsource"
+        )
     try:
-        primary = _bestsource(name)
+        if not cached_indexes(name):
+            bestsource(name, threads=1)  # the index, from the decode every frame is checked against
+        primary = bestsource(name)
     except vs.Error as e:
-        raise SourceError(f"{name}: cannot be read as a video ({_first_line(e)})") from None
-    return _RetryingReader(name, primary).clip()
+        raise SourceError(f"{name}: cannot be read as a video ({_last_line(e)})") from None
+    return RetryingReader(name, primary).clip()
 
 
-def _bestsource(path: str, threads: int = 0) -> vs.VideoNode:
-    return vs.core.bs.VideoSource(path, cachemode=1, cachepath=str(cache_dir() / "bsindex"), threads=threads)
+def bestsource(path: str, threads: int = 0) -> vs.VideoNode:
+    """BestSource's own clip of ``path`` (``threads`` 0: as many as it likes), its index cached under the
+    vsrife cache (made by this call if missing, with this many threads)."""
+    # cachemode 2: the index is always written (1 skips small files, which the next open would index again)
+    return vs.core.bs.VideoSource(path, cachemode=2, cachepath=str(cache_dir() / INDEX_FOLDER), threads=threads)
 
 
-class _RetryingReader:
-    """Frames of ``primary``, each fetched inside a frame callback; a frame that fails with BestSource's
-    "retry with threads=1" is fetched from a single-threaded instance (opened on first need)."""
+def cached_indexes(path: str | os.PathLike[str]) -> list[Path]:
+    """The index files BestSource keeps for ``path`` under the vsrife cache (one per track it opened)."""
+    absolute = Path(os.path.abspath(path))
+    folder = cache_dir() / INDEX_FOLDER / absolute.parent.relative_to(absolute.anchor)
+    return sorted(folder.glob(f"{absolute.name}.*.bsindex")) if folder.is_dir() else []
+
+
+class RetryingReader:
+    """Frames of ``primary``, each fetched inside a frame callback. A frame that fails with BestSource's
+    "retry with threads=1" is fetched from a single-threaded instance (opened on first need); one that fails
+    there too, from a single-threaded instance with a new index (made once)."""
 
     def __init__(self, path: str, primary: vs.VideoNode) -> None:
         self.path = path
         self.primary = primary
-        self._fallback: vs.VideoNode | None = None
+        self._single: vs.VideoNode | None = None
+        self._reindexed: vs.VideoNode | None = None
         self._lock = threading.Lock()
-        self.retries = 0
+        self.retries = 0  # frames read again single-threaded
+        self.reindexed = False  # whether the index was made again
 
     def clip(self) -> vs.VideoNode:
         blank = self.primary.std.BlankClip(keep=True)
@@ -141,47 +190,64 @@ class _RetryingReader:
         except vs.Error as e:
             if RETRY_HINT not in str(e):
                 raise
+        try:
+            return self._single_threaded().get_frame(n)
+        except vs.Error as e:
+            if RETRY_HINT not in str(e):
+                raise
+        return self._from_new_index().get_frame(n)
+
+    def _single_threaded(self) -> vs.VideoNode:
         with self._lock:
             self.retries += 1
-            if self._fallback is None:
-                self._fallback = _bestsource(self.path, threads=1)
-        return self._fallback.get_frame(n)
+            if self._single is None:
+                self._single = bestsource(self.path, threads=1)
+            return self._single
+
+    def _from_new_index(self) -> vs.VideoNode:
+        with self._lock:
+            if self._reindexed is None:
+                for index in cached_indexes(self.path):
+                    index.unlink(missing_ok=True)
+                self._reindexed = bestsource(self.path, threads=1)
+                self.reindexed = True
+            return self._reindexed
 
 
 def probe_times(path: str | os.PathLike[str]) -> StreamTiming:
     """The first video stream's frame times, from its packets' timestamps (ffprobe; no decoding)."""
     name = str(path)
-    info = _ffprobe(
-        name,
-        "-show_entries",
-        "stream=index,codec_type,time_base,r_frame_rate,avg_frame_rate:stream_disposition=attached_pic",
-        "-of",
-        "json",
-    )
-    video = [
-        s
-        for s in json.loads(info).get("streams", [])
-        if s.get("codec_type") == "video" and not s.get("disposition", {}).get("attached_pic")
-    ]
+    entries = "stream=index,codec_type,time_base,r_frame_rate,avg_frame_rate,nb_frames,start_pts,duration_ts"
+    info = ffprobe_json(name, "-show_entries", f"{entries}:stream_disposition=attached_pic:format=format_name")
+    video = video_streams(info)
     if not video:
         raise SourceError(f"{name}: has no video stream")
     stream = video[0]
     timebase = _fraction(stream.get("time_base"))
     if not timebase:
         raise SourceError(f"{name}: its video stream has no time base")
-    packets = _ffprobe(
+    packets = ffprobe(
         name, "-select_streams", str(stream["index"]), "-show_entries", "packet=pts,dts,duration", "-of", "csv=p=0"
     )
+    counted = any(f in info.get("format", {}).get("format_name", "").split(",") for f in COUNTED_FORMATS)
     return StreamTiming(
-        _packet_times(packets, timebase, name),
+        _packet_times(packets, timebase, name, _declared_end(stream)),
         _fraction(stream.get("r_frame_rate")),
         _fraction(stream.get("avg_frame_rate")),
+        _whole(stream.get("nb_frames")) if counted else None,
     )
 
 
-def _packet_times(csv: str, timebase: Fraction, name: str) -> FrameTimes:
+def _declared_end(stream: dict) -> int | None:
+    """Where the stream says it ends, in its time base, if it says."""
+    start, duration = _whole(stream.get("start_pts")), _whole(stream.get("duration_ts"))
+    return None if duration is None else (start or 0) + duration
+
+
+def _packet_times(csv: str, timebase: Fraction, name: str, declared_end: int | None = None) -> FrameTimes:
     """Presentation times of the packets (pts, else dts), sorted; the end is the last one's plus its
-    duration (else the typical spacing)."""
+    duration (else the typical spacing), or the stream's declared end where that is at least half a frame
+    later (the last frame is then held until it)."""
     times, durations = [], []
     for line in csv.splitlines():
         pts, dts, duration = (line.split(",") + ["", "", ""])[:3]
@@ -193,30 +259,11 @@ def _packet_times(csv: str, timebase: Fraction, name: str) -> FrameTimes:
         raise SourceError(f"{name}: its video stream has fewer than 2 timed frames")
     order = np.argsort(np.array(times, dtype=np.int64), kind="stable")
     starts = np.array(times, dtype=np.int64)[order]
-    last_duration = durations[int(order[-1])] or int(np.median(np.diff(starts))) or 1
-    end = int(starts[-1]) + last_duration
+    typical = int(np.median(np.diff(starts))) or 1
+    end = int(starts[-1]) + (durations[int(order[-1])] or typical)
+    if declared_end is not None and 2 * (declared_end - end) >= typical:
+        end = declared_end
     return FrameTimes(starts, end, timebase)
-
-
-def _ffprobe(path: str, *args: str) -> str:
-    try:
-        result = subprocess.run(
-            ["ffprobe", "-v", "error", *args, _as_input(path)],
-            capture_output=True,
-            text=True,
-            timeout=PROBE_TIMEOUT_S,
-        )
-    except FileNotFoundError:
-        raise SourceError("ffprobe not found: install ffmpeg (Debian: apt-get install ffmpeg)") from None
-    if result.returncode != 0:
-        raise SourceError(f"{path}: cannot be read as a video ({_first_line(result.stderr) or 'ffprobe failed'})")
-    return result.stdout
-
-
-def _as_input(path: str) -> str:
-    """A local file's name as ffmpeg tools take it: absolute, so that a name like ``-clip.mp4`` is not
-    read as an option."""
-    return os.path.abspath(path) if os.path.exists(path) else path
 
 
 def _fraction(text: str | None) -> Fraction | None:
@@ -227,10 +274,15 @@ def _fraction(text: str | None) -> Fraction | None:
     return value if value and value > 0 else None
 
 
+def _whole(value: object) -> int | None:
+    text = str(value) if value is not None else ""
+    return int(text) if _is_int(text) else None
+
+
 def _is_int(text: str) -> bool:
     return text.strip().lstrip("-").isdigit()
 
 
-def _first_line(error: object) -> str:
+def _last_line(error: object) -> str:
     lines = str(error).strip().splitlines()
     return lines[-1] if lines else type(error).__name__

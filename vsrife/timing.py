@@ -75,11 +75,11 @@ class ConstantRate:
         """The most source frames between two consecutive output frames' left source frames."""
         return -(-self.ratio.denominator // self.ratio.numerator)
 
-    def timesteps_of(self, left: int) -> list[Fraction]:
-        """The timesteps of the output frames whose left source frame is ``left``, in order."""
+    def outputs_of(self, left: int) -> range:
+        """The output frames whose left source frame is ``left``, in order (constant time, however many)."""
         num, den = self.ratio.numerator, self.ratio.denominator
         first, end = -(-left * num // den), -(-(left + 1) * num // den)
-        return [self.position(n).t for n in range(first, min(end, self.output_frames))]
+        return range(first, min(end, self.output_frames))
 
 
 @dataclass(frozen=True, eq=False)
@@ -215,12 +215,12 @@ class VariableRate:
         within = np.searchsorted(starts, starts + reach, side="right") - np.arange(len(starts))
         return max(1, int(within.max()))
 
-    def timesteps_of(self, left: int) -> list[Fraction]:
-        """The timesteps of the output frames whose left source frame is ``left``, in order."""
+    def outputs_of(self, left: int) -> range:
+        """The output frames whose left source frame is ``left``, in order (constant time, however many)."""
         origin, ticks = int(self.times.starts[0]), self._ticks_per_output_frame
         first = math.ceil((int(self.times.starts[left]) - origin) / ticks)
         end = math.ceil((int(self.times.starts[left + 1]) - origin) / ticks)
-        return [self.position(n).t for n in range(first, min(end, self.output_frames))]
+        return range(first, min(end, self.output_frames))
 
     def position(self, n: int) -> Position:
         time = int(self.times.starts[0]) + n * self._ticks_per_output_frame

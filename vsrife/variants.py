@@ -164,7 +164,8 @@ class Family:
 
     @property
     def name(self) -> str:
-        return f"{self.members[0]}-family" if len(self.members) == 1 else f"{'/'.join(self.members)} family"
+        """``4.25/4.26 family``; a version alone in its family is ``4.5 family``."""
+        return f"{'/'.join(self.members)} family"
 
 
 def architecture(model: str) -> Architecture:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from . import download
 from .errors import DownloadError, WeightsCorruptError, WeightsNotFoundError
+from .progress import Progress
 from .variants import MODELS
 
 
@@ -107,8 +108,10 @@ def locate(model: str, auto_download: bool = False) -> Path:
             )
         return entry.path
     if auto_download:
-        return fetch(model, download.stderr_progress(f"vsrife: {entry.file}"))
+        return fetch(model, Progress(unit="bytes", label=f"vsrife: {entry.file}"))
     raise WeightsNotFoundError(
-        f"model: weights for {model} are not in {weights_dir()}; run `{fetch_command(model)}`, pass "
-        "auto_download=True, or give model_path="
+        f"weights for {model} are not in {weights_dir()}; run `{fetch_command(model)}`, pass "
+        "auto_download=True, or give model_path=",
+        param="model",
+        model=model,
     )

@@ -14,8 +14,7 @@ import resource
 import statistics
 import time
 import tracemalloc
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import partial
@@ -25,7 +24,9 @@ import torch
 import vapoursynth as vs
 
 from .. import checkpoints, engine, frames, weights
+from ..engine import EngineOptions
 from ..filter import rife
+from ..lanes import Captured, StubDevice
 from ..network import IFNet
 from ..params import compute_device, half_precision, model_name
 from ..variants import DEFAULT_MODEL, architecture
@@ -46,8 +47,11 @@ class BenchConfig:
     frames: int = 48  # output frames per end-to-end repeat
     repeats: int = 3
     upstream: bool = True
-    cuda_workers: int | None = None  # network calls at once on CUDA (default: the engine's choice)
-    cuda_graphs: bool | None = None  # replay from CUDA graphs (default: the engine's choice, on)
+    engine: EngineOptions = EngineOptions()  # workers, batches in flight, CUDA graphs, compile, the stub device
+
+    @property
+    def stub(self) -> StubDevice | None:
+        return self.engine.stub
 
 
 def _timed(run, repeats: int, warmup: int = 1) -> float:
@@ -104,9 +108,8 @@ def network_seconds(config: BenchConfig, device: torch.device, dtype: torch.dtyp
         def step(img0: torch.Tensor, img1: torch.Tensor) -> torch.Tensor:
             return net(frame0, net.frame(img1), timestep)  # the next pair's new frame prepared
 
-        graphs = config.cuda_graphs if config.cuda_graphs is not None else engine.CUDA_GRAPHS
-        if device.type == "cuda" and graphs and not arch.retries_large_motion:
-            step = engine.Captured(step, img, pool=None)
+        if device.type == "cuda" and config.engine.cuda_graphs and not arch.retries_large_motion:
+            step = Captured(step, img, pool=None)
 
         def run() -> None:
             for _ in range(4):
@@ -136,53 +139,71 @@ def upstream_seconds(config: BenchConfig, device: torch.device, dtype: torch.dty
     return _timed(run, config.repeats) / 4
 
 
-def end_to_end(config: BenchConfig, clip: vs.VideoNode) -> tuple[float, int, str]:
-    """Median seconds for ``config.frames`` output frames through VapourSynth, how many of them were
-    synthesized, and how the work was spread: the clip in its own format, scene changes and still frames
-    handled as by default. One graph; each repeat asks for frames it has not asked for before, so nothing
-    comes from VapourSynth's cache and the engine stays warm."""
+@dataclass(frozen=True)
+class EndToEnd:
+    """Medians over the repeats: seconds for ``config.frames`` output frames, how many were synthesized, the
+    host's CPU time (user + system, every thread) and the stub device's busy time in those seconds."""
+
+    seconds: float
+    synthesized: int
+    cpu_seconds: float
+    device_busy_seconds: float | None
+    lanes: str
+
+
+def end_to_end(config: BenchConfig, clip: vs.VideoNode) -> EndToEnd:
+    """``config.frames`` output frames through VapourSynth, as vspipe asks for them: the clip in its own
+    format, scene changes and still frames handled as by default. One graph; each repeat asks for frames it
+    has not asked for before, so nothing comes from VapourSynth's cache and the engine stays warm."""
     count, factor = config.frames, config.factor
     long = clip * (-(-count * (config.repeats + 1) // (clip.num_frames * factor)) + 1)
-    with _engine_defaults(config):  # the engine is built, its lanes chosen, in rife()
-        out = rife(
-            long,
-            model=config.model,
-            factor_num=factor.numerator,
-            factor_den=factor.denominator,
-            device=config.device,
-            fp16=config.fp16,
-        )
+    out = rife(
+        long,
+        model=config.model,
+        factor_num=factor.numerator,
+        factor_den=factor.denominator,
+        device=config.device,
+        fp16=config.fp16,
+        engine=config.engine,
+    )
+    stub = config.stub
     requests = vs.core.num_threads  # as vspipe asks by default
-    times, synthesized = [], []
+    rows = []
     for repeat in range(config.repeats + 1):  # the first is the warm-up
         part = out[repeat * count : (repeat + 1) * count]
-        start = time.perf_counter()
+        busy, cpu, start = stub.busy_seconds if stub else 0.0, time.process_time(), time.perf_counter()
         made = sum("RifeTimestep" in frame.props for frame in part.frames(prefetch=requests, close=True))
-        if repeat:
-            times.append(time.perf_counter() - start)
-            synthesized.append(made)
-    threads = torch.get_num_threads()
-    lanes = f"{vs.core.num_threads} VapourSynth threads, {requests} requests, {threads} torch threads per call"
-    if torch.cuda.is_available() and config.device != "cpu":
-        graphs = engine.CUDA_GRAPHS if config.cuda_graphs is None else config.cuda_graphs
-        lanes += f", {config.cuda_workers or engine.CUDA_WORKERS} CUDA workers, CUDA graphs {'on' if graphs else 'off'}"
-    return statistics.median(times), int(statistics.median(synthesized)), lanes
+        seconds = time.perf_counter() - start
+        rows.append((seconds, made, time.process_time() - cpu, (stub.busy_seconds - busy) if stub else None))
+    rows = rows[1:]
+    median = partial(_median_of, rows)
+    device = torch.device("cpu") if stub else compute_device(config.device, None)
+    options = config.engine.for_device(device)
+    workers = options.workers or f"one per core ({torch.get_num_threads()} threads each)"
+    lanes = f"{vs.core.num_threads} VapourSynth threads, {requests} requests, {workers} workers"
+    if device.type == "cuda" or stub:
+        lanes += f", {options.in_flight} batches in flight each"
+    if device.type == "cuda":
+        lanes += f", CUDA graphs {'on' if options.cuda_graphs else 'off'}"
+    return EndToEnd(median(0), int(median(1)), median(2), median(3) if stub else None, lanes)
 
 
-@contextmanager
-def _engine_defaults(config: BenchConfig) -> Iterator[None]:
-    """The engine's CUDA choices as ``config`` asks, while ``rife()`` builds it."""
-    saved = engine.CUDA_WORKERS, engine.CUDA_GRAPHS
-    engine.CUDA_WORKERS = config.cuda_workers or saved[0]
-    engine.CUDA_GRAPHS = saved[1] if config.cuda_graphs is None else config.cuda_graphs
-    try:
-        yield
-    finally:
-        engine.CUDA_WORKERS, engine.CUDA_GRAPHS = saved
+def _median_of(rows: list[tuple], column: int) -> float:
+    return statistics.median(row[column] for row in rows)
+
+
+def engine_options(
+    workers: int | None, in_flight: int | None, cuda_graphs: bool, compile: bool, stub_ms: float | None
+) -> EngineOptions:
+    """The engine's options a benchmark asks for (``stub_ms``: the stand-in device, ms per in-between)."""
+    stub = StubDevice(stub_ms) if stub_ms is not None else None
+    return EngineOptions(workers=workers, in_flight=in_flight, cuda_graphs=cuda_graphs, compile=compile, stub=stub)
 
 
 def run(config: BenchConfig) -> dict[str, object]:
     model_name(config.model, None)  # an unknown model: one clear error before anything is loaded
+    if config.stub:
+        return run_stub(config)
     device = compute_device(config.device, None)
     dtype = torch.float16 if half_precision(config.fp16, device) else torch.float32
     img = _tensors(
@@ -198,7 +219,8 @@ def run(config: BenchConfig) -> dict[str, object]:
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-    e2e_s, synthesized, lanes = end_to_end(config, real_frames(config.width, config.height, config.fmt))
+    e2e = end_to_end(config, real_frames(config.width, config.height, config.fmt))
+    e2e_s, synthesized, lanes = e2e.seconds, e2e.synthesized, e2e.lanes
     interpolated = synthesized / e2e_s
     return {
         "model": config.model,
@@ -216,9 +238,29 @@ def run(config: BenchConfig) -> dict[str, object]:
         "end-to-end interpolated frames/s": interpolated,
         "end-to-end / network-only": interpolated * net_s,
         "end-to-end / upstream forward": (interpolated * up_s) if up_s else None,
+        "host CPU ms per output frame": 1000 * e2e.cpu_seconds / config.frames,
         "peak host memory MiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "network-only peak device memory MiB": net_peak,
         "end-to-end peak device memory MiB": _device_peak(device),
+    }
+
+
+def run_stub(config: BenchConfig) -> dict[str, object]:
+    """End to end with the stub device: the host's side alone, everything it does on CUDA, against a device
+    whose every in-between takes ``config.engine.stub_ms``."""
+    e2e = end_to_end(config, real_frames(config.width, config.height, config.fmt))
+    return {
+        "model": config.model,
+        "size": f"{config.width}x{config.height}",
+        "format": vs.core.get_video_format(config.fmt).name,
+        "factor": str(config.factor),
+        "device": f"stub: {1000 * config.stub.seconds_per_frame:g} ms per in-between on one device queue",
+        "end-to-end": e2e.lanes,
+        "end-to-end output frames/s": config.frames / e2e.seconds,
+        "end-to-end interpolated frames/s": e2e.synthesized / e2e.seconds,
+        "device busy share": e2e.device_busy_seconds / e2e.seconds,
+        "host CPU ms per output frame": 1000 * e2e.cpu_seconds / config.frames,
+        "peak host memory MiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 
 

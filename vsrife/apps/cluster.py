@@ -29,7 +29,8 @@ from pathlib import Path
 import vapoursynth as vs
 
 from .. import weights
-from ..sources import Source, open_source
+from ..progress import Progress
+from ..sources import Source
 from . import smooth
 from .chunks import (
     Chunk,
@@ -45,6 +46,11 @@ from .chunks import (
     join,
     make_plan,
 )
+from .ffmpeg import Media, probe
+from .options import Options
+from .output import check_paths
+from .signals import EXIT_INTERRUPTED, interrupts_raise
+from .terminal import in_cli_terms, one_line, tell
 
 CPU_CHUNK_SECONDS = Fraction(10)
 GPU_CHUNK_SECONDS = Fraction(60)  # each GPU chunk starts a fresh process (torch, CUDA): seconds of overhead
@@ -120,19 +126,19 @@ class ProgressBoard:
         return dict(self.done), dict(self.attempts)
 
 
-def render_chunk(options: smooth.Options, chunk: Chunk, total: int, threads: int, board) -> ChunkResult:
+def render_chunk(options: Options, chunk: Chunk, total: int, threads: int, board) -> ChunkResult:
     """A Ray task: output frames ``[chunk.start, chunk.end)`` of ``vsrife smooth``'s graph, encoded."""
     began = time.monotonic()
     board.started.remote(chunk.index)
     try:
         vs.core.num_threads = threads  # the engine keeps to this task's share of the cores (engine.cpu_budget)
-        clip = smooth.build(options)[0]
-        if clip.num_frames != total:
-            raise ChunkError(f"the graph here has {clip.num_frames} output frames, the plan {total}")
-        data = encode(clip[chunk.start : chunk.end], options, _reporter(board, chunk.index))
+        graph = smooth.build(options)
+        if graph.clip.num_frames != total:
+            raise ChunkError(f"the graph here has {graph.clip.num_frames} output frames, the plan {total}")
+        data = encode(graph.clip[chunk.start : chunk.end], graph.encoder, _reporter(board, chunk.index))
         frames, checksum = decoded_checksum(data)
     except Exception as error:
-        raise ChunkError(smooth.in_cli_terms(error)) from None
+        raise ChunkError(in_cli_terms(error)) from None
     if frames != chunk.frames:
         raise ChunkError(f"the encoded chunk holds {frames} frames instead of {chunk.frames}")
     return ChunkResult(chunk.index, data, frames, checksum, _worker_label(), time.monotonic() - began)
@@ -159,7 +165,7 @@ def node_problem(path: str, fingerprint: str, model: str) -> str | None:
             return f"sees another file at {path}"
         weights.locate(model)
     except Exception as error:
-        return smooth.in_cli_terms(error)
+        return in_cli_terms(error)
     if shutil.which("ffmpeg") is None:
         return "has no ffmpeg"
     return None
@@ -196,12 +202,12 @@ class Slots:
         return {**self.resources, "max_calls": 1} if self.gpus else dict(self.resources)
 
 
-def run(options: smooth.Options, cluster: ClusterOptions) -> int:
+def run(options: Options, cluster: ClusterOptions) -> int:
     """Render ``options.input`` to ``options.output`` on Ray; 0 on success, 130 when interrupted."""
     started = time.monotonic()
-    smooth.check_paths(options)
+    check_paths(options.input, options.output)
     ray = import_ray(local=cluster.address is None)
-    media = smooth.probe(options.input)
+    media = probe(options.input)
     state = StateFolder(options.output)
     key = job_key(options)
     manifest = state.manifest()
@@ -214,9 +220,11 @@ def run(options: smooth.Options, cluster: ClusterOptions) -> int:
         raise JobError(f"--resume: there is no {state.path} to resume")
     try:
         slots = connect(ray, cluster, options)
-        with smooth.signals_interrupt():  # entered after ray.init, which sets a SIGTERM handler of its own
-            source = open_source(options.input)
-            _tell_format(source, options)
+        with interrupts_raise():  # entered after ray.init, which sets a SIGTERM handler of its own
+            source, _, notes = smooth.source_graph(options, media)
+            if not options.quiet:
+                for note in notes:
+                    tell(note)
             if manifest is None:
                 seconds = cluster.chunk_seconds or (GPU_CHUNK_SECONDS if slots.gpus else CPU_CHUNK_SECONDS)
                 plan = make_plan(source, options, seconds, options.quiet)
@@ -227,13 +235,6 @@ def run(options: smooth.Options, cluster: ClusterOptions) -> int:
             return _render_and_join(ray, plan, state, slots, options, media, source, started)
     finally:
         ray.shutdown()
-
-
-def _tell_format(source: Source, options: smooth.Options) -> None:
-    """``vsrife smooth``'s note when the source's pixel format cannot be kept (rife keeps the format)."""
-    note = smooth.format_note(source.clip, smooth.for_y4m(source.clip, options.pix_fmt is not None), options)
-    if note and not options.quiet:
-        print(f"vsrife smooth: {note}", file=sys.stderr, flush=True)
 
 
 def import_ray(local: bool):
@@ -250,7 +251,7 @@ def import_ray(local: bool):
     return ray
 
 
-def connect(ray, cluster: ClusterOptions, options: smooth.Options) -> Slots:
+def connect(ray, cluster: ClusterOptions, options: Options) -> Slots:
     """Start the local cluster, or join the one at ``cluster.address``; how the chunks will run there."""
     if cluster.address is None:
         cores = len(os.sched_getaffinity(0))
@@ -269,7 +270,7 @@ def connect(ray, cluster: ClusterOptions, options: smooth.Options) -> Slots:
     try:
         ray.init(address=cluster.address, logging_level=logging.ERROR, log_to_driver=False)
     except Exception as error:
-        raise JobError(f"cannot join the Ray cluster at {cluster.address}: {smooth.one_line(error)}") from None
+        raise JobError(f"cannot join the Ray cluster at {cluster.address}: {one_line(error)}") from None
     check_nodes(ray, options)
     return cluster_slots(ray, cluster.workers, options.device)
 
@@ -312,14 +313,14 @@ def check_joins(address: str) -> None:
     except subprocess.TimeoutExpired:
         raise JobError(f"no Ray cluster answers at {address} (nothing within {JOIN_TIMEOUT_S:.0f} s)") from None
     if result.returncode != 0:
-        raise JobError(f"cannot join the Ray cluster at {address}: {smooth.one_line(result.stdout or result.stderr)}")
+        raise JobError(f"cannot join the Ray cluster at {address}: {one_line(result.stdout or result.stderr)}")
 
 
 def _tls() -> bool:
     return os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true")
 
 
-def check_nodes(ray, options: smooth.Options) -> None:
+def check_nodes(ray, options: Options) -> None:
     """Every node must see the input at its path (the same file), and have the weights and ffmpeg."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -372,15 +373,15 @@ def _render_and_join(
     plan: Plan,
     state: StateFolder,
     slots: Slots,
-    options: smooth.Options,
-    media: smooth.Media,
+    options: Options,
+    media: Media,
     source: Source,
     started: float,
 ) -> int:
     finished = state.finished(plan)
     todo = [chunk for chunk in plan.chunks if chunk.index not in finished]
     if finished and not options.quiet:
-        print(f"vsrife smooth: resuming: {len(finished)} of {len(plan.chunks)} chunks done", file=sys.stderr)
+        tell(f"resuming: {len(finished)} of {len(plan.chunks)} chunks done")
     progress = JobProgress(options.quiet, plan.total, sum(plan.chunks[i].frames for i in finished))
     try:
         results = render(ray, plan, todo, slots, options, state, progress)
@@ -390,8 +391,8 @@ def _render_and_join(
         if kept == 0:
             state.remove()
         left = f"{kept} of {len(plan.chunks)} chunks kept in {state.path}; run again to finish" if kept else "nothing"
-        print(f"vsrife smooth: interrupted; {left}", file=sys.stderr, flush=True)
-        return smooth.EXIT_INTERRUPTED
+        tell(f"interrupted; {left}")
+        return EXIT_INTERRUPTED
     except JobError:
         progress.end_line()
         if not state.finished(plan):
@@ -407,7 +408,7 @@ def _render_and_join(
 
 
 def render(
-    ray, plan: Plan, todo: list[Chunk], slots: Slots, options: smooth.Options, state: StateFolder, progress: JobProgress
+    ray, plan: Plan, todo: list[Chunk], slots: Slots, options: Options, state: StateFolder, progress: JobProgress
 ) -> list[ChunkResult]:
     """Run the chunks' tasks, at most ``slots.tasks`` at once (Ray retries each up to ATTEMPTS times),
     keeping each result as it comes."""
@@ -447,7 +448,7 @@ def _result(ray, reference, chunk: Chunk, board) -> ChunkResult:
             attempts = ATTEMPTS
         raise JobError(
             f"chunk {chunk.index} (output frames {chunk.start}-{chunk.end - 1}) failed {attempts} times: "
-            f"{smooth.in_cli_terms(cause)}"
+            f"{in_cli_terms(cause)}"
         ) from None
 
 
@@ -461,42 +462,24 @@ def _in_flight(ray, board, chunks) -> dict[int, int]:
 
 
 class JobProgress:
-    """One bar for the whole job on stderr: frames (finished chunks and those in flight), speed, ETA."""
+    """The whole job's frames on the one progress line: finished chunks and those in flight."""
 
     def __init__(self, quiet: bool, total: int, already: int) -> None:
-        self.quiet, self.total, self.already = quiet, total, already
+        self.total = total
         self.kept = already
-        self.start = time.monotonic()
-        self.shown = 0.0
-        self.ended = False
-        self.line_open = False
+        self.line = Progress(quiet, already=already)
 
     def finished(self, chunk: Chunk) -> None:
         self.kept += chunk.frames
 
     def elapsed(self) -> float:
-        return time.monotonic() - self.start
+        return self.line.elapsed()
 
     def show(self, in_flight: dict[int, int]) -> None:
-        done = min(self.total, self.kept + sum(in_flight.values()))
-        now = time.monotonic()
-        if self.quiet or self.ended or (now - self.shown < REPORT_INTERVAL_S and done < self.total):
-            return
-        self.shown, self.ended = now, done >= self.total
-        fps = (done - self.already) / max(now - self.start, 1e-9)
-        eta = (self.total - done) / fps if fps > 0 else 0
-        filled = 30 * done // max(self.total, 1)
-        bar = "#" * filled + "-" * (30 - filled)
-        end = "\n" if done >= self.total else ""
-        line = f"\r[{bar}] {done}/{self.total} frames {fps:.2f} fps ETA {eta:5.0f} s"
-        print(line, end=end, file=sys.stderr, flush=True)
-        self.line_open = not self.ended
+        self.line(min(self.total, self.kept + sum(in_flight.values())), self.total)
 
     def end_line(self) -> None:
-        """Finish a bar left mid-line, so that what is printed next starts a line of its own."""
-        if self.line_open:
-            print(file=sys.stderr, flush=True)
-            self.line_open = False
+        self.line.end_line()
 
 
 def worker_figures(results: list[ChunkResult], seconds: float, chunks: int) -> str:
