@@ -11,12 +11,13 @@ import warnings
 import zipfile
 import zlib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import cache, lru_cache
 from pathlib import Path
 
 import torch
 
-from . import download
+from . import download, params, weights
 from .errors import (
     CheckpointMismatchError,
     UnsafeCheckpointError,
@@ -25,7 +26,7 @@ from .errors import (
     WeightsNotFoundError,
 )
 from .network import IFNet
-from .variants import TRAINING_ONLY_PREFIXES, Architecture, Family, families
+from .variants import TRAINING_ONLY_PREFIXES, Architecture, Family, architecture, families
 
 CHECKPOINT_SUFFIXES = (".pkl", ".pth", ".pt", ".ckpt", ".safetensors")
 MAX_CHECKPOINT_BYTES = 1 << 30  # real RIFE checkpoints are under 100 MB
@@ -326,3 +327,35 @@ def describe_difference(expected: Layout, found: Layout, limit: int = 6) -> str:
             shown = ", ".join(items[:limit]) + (f" and {len(items) - limit} more" if len(items) > limit else "")
             parts.append(f"{label}: {shown}")
     return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class Network:
+    """A network ready to move to its device: the module, its version and its architecture."""
+
+    net: IFNet
+    model: str
+    arch: Architecture
+
+
+def load_network(
+    model: str | None,
+    model_path: str | Path | None = None,
+    *,
+    auto_download: bool = False,
+    scale: float = 1.0,
+    ensemble: bool = False,
+) -> Network:
+    """The network of ``model`` (its cached weights, fetched when ``auto_download``) or of the checkpoint at
+    ``model_path`` (its version detected from its keys, ``model`` then checked against it), on the CPU,
+    loaded strictly. The one way the filter, the benchmark and the tools load a model."""
+    path = Path(model_path) if model_path is not None else weights.locate(model, auto_download)
+    state_dict = load_state_dict(path)
+    name = resolve_model(state_dict, model, str(path))
+    if model_path is not None:
+        params.capabilities(name, scale, ensemble)  # the version detected from the checkpoint
+    arch = architecture(name)
+    with torch.device("meta"):
+        net = IFNet(arch, scale, ensemble)
+    net.load_state_dict(state_dict, strict=True, assign=True)
+    return Network(net, name, arch)

@@ -14,12 +14,10 @@ from pathlib import Path
 import torch
 import vapoursynth as vs
 
-from . import checkpoints, formats, params, scene, weights
+from . import checkpoints, formats, params, scene
 from .engine import Engine, EngineOptions, Job
 from .errors import ParameterError, VsRifeError
-from .network import IFNet
 from .timing import MAX_OUTPUT_FRAMES, Blend, ConstantRate, FramePlanner, FrameTimes, Timing, VariableRate
-from .variants import architecture
 
 DEFAULT_DEDUP_THRESHOLD = 0.02
 MAX_PHASES = 64  # rate ratios p/q whose planning window is built from VapourSynth's filters: p at most this
@@ -192,20 +190,10 @@ def _build_engine(
     device: torch.device,
     options: EngineOptions,
 ) -> Engine:
-    if model_path is not None:
-        state_dict = checkpoints.load_state_dict(model_path)
-        model = checkpoints.resolve_model(state_dict, model, str(model_path))
-        params.capabilities(model, scale, ensemble)  # the version detected from the checkpoint
-    else:
-        path = weights.locate(model, auto_download)
-        state_dict = checkpoints.load_state_dict(path)
-        model = checkpoints.resolve_model(state_dict, model, str(path))
-    arch = architecture(model)
-    with torch.device("meta"):
-        net = IFNet(arch, scale, ensemble)
-    net.load_state_dict(state_dict, strict=True, assign=True)
+    loaded = checkpoints.load_network(model, model_path, auto_download=auto_download, scale=scale, ensemble=ensemble)
     # the cache holds no more frames than VapourSynth's threads, the planning window and work ahead can use
-    return Engine(net, device, convert, arch.size_multiple(scale), vs.core.num_threads + 12, options)
+    multiple = loaded.arch.size_multiple(scale)
+    return Engine(loaded.net, device, convert, multiple, vs.core.num_threads + 12, options)
 
 
 def _interpolate(clip: vs.VideoNode, planner: FramePlanner, engine: Engine, detect: float | None) -> vs.VideoNode:

@@ -14,7 +14,8 @@ import resource
 import statistics
 import time
 import tracemalloc
-from contextlib import nullcontext
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import partial
@@ -27,7 +28,6 @@ from .. import checkpoints, engine, frames, weights
 from ..engine import EngineOptions
 from ..filter import rife
 from ..lanes import Captured, StubDevice
-from ..network import IFNet
 from ..params import compute_device, half_precision, model_name
 from ..variants import DEFAULT_MODEL, architecture
 from . import samples, upstream
@@ -95,9 +95,9 @@ def _tensors(clip: vs.VideoNode, multiple: int, device: torch.device, dtype: tor
 def network_seconds(config: BenchConfig, device: torch.device, dtype: torch.dtype, img: list[torch.Tensor]) -> float:
     """Median seconds per interpolated frame: one forward plus one frame prepared (a new frame per pair), in
     the engine's memory layout, replayed from a CUDA graph where the engine would use one."""
-    arch = architecture(config.model)
-    net = IFNet(arch).eval()
-    net.load_state_dict(checkpoints.load_state_dict(weights.locate(config.model)))
+    loaded = checkpoints.load_network(config.model)
+    arch = loaded.arch
+    net = loaded.net.eval()
     layout = torch.channels_last if engine.prefers_channels_last(device, dtype) else torch.contiguous_format
     net = net.to(device, dtype, memory_format=layout)
     img = [i.contiguous(memory_format=layout) for i in img]
@@ -151,10 +151,14 @@ class EndToEnd:
     lanes: str
 
 
-def end_to_end(config: BenchConfig, clip: vs.VideoNode) -> EndToEnd:
+def end_to_end(
+    config: BenchConfig, clip: vs.VideoNode, timed: Callable[[], AbstractContextManager] = nullcontext
+) -> EndToEnd:
     """``config.frames`` output frames through VapourSynth, as vspipe asks for them: the clip in its own
     format, scene changes and still frames handled as by default. One graph; each repeat asks for frames it
-    has not asked for before, so nothing comes from VapourSynth's cache and the engine stays warm."""
+    has not asked for before, so nothing comes from VapourSynth's cache and the engine stays warm. The first
+    repeat (model upload, CUDA graph capture) is not measured; ``timed`` wraps each measured one (a
+    profiler, say)."""
     count, factor = config.frames, config.factor
     long = clip * (-(-count * (config.repeats + 1) // (clip.num_frames * factor)) + 1)
     out = rife(
@@ -171,9 +175,10 @@ def end_to_end(config: BenchConfig, clip: vs.VideoNode) -> EndToEnd:
     rows = []
     for repeat in range(config.repeats + 1):  # the first is the warm-up
         part = out[repeat * count : (repeat + 1) * count]
-        busy, cpu, start = stub.busy_seconds if stub else 0.0, time.process_time(), time.perf_counter()
-        made = sum("RifeTimestep" in frame.props for frame in part.frames(prefetch=requests, close=True))
-        seconds = time.perf_counter() - start
+        with timed() if repeat else nullcontext():
+            busy, cpu, start = stub.busy_seconds if stub else 0.0, time.process_time(), time.perf_counter()
+            made = sum("RifeTimestep" in frame.props for frame in part.frames(prefetch=requests, close=True))
+            seconds = time.perf_counter() - start
         rows.append((seconds, made, time.process_time() - cpu, (stub.busy_seconds - busy) if stub else None))
     rows = rows[1:]
     median = partial(_median_of, rows)
