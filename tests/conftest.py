@@ -12,7 +12,6 @@ imported from a temporary package; its ``__init__`` is not used.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +20,7 @@ import pytest
 import torch
 import vapoursynth as vs
 
+from helpers import bunny_320
 from vsrife import weights
 from vsrife.apps import samples
 from vsrife.apps import upstream as reference
@@ -74,10 +74,7 @@ def sample_path() -> Callable[[str], Path]:
 def small_bunny(sample_path, tmp_path_factory) -> Path:
     """Big Buck Bunny at 320x180, all 132 frames, with its AAC audio copied (keeps CPU runs short)."""
     out = tmp_path_factory.mktemp("clips") / "bunny_320.mp4"
-    scale = ["-vf", "scale=320:180", "-c:v", "libx264", "-crf", "16", "-c:a", "copy"]
-    subprocess.run(
-        ["ffmpeg", "-v", "error", "-nostdin", "-i", str(sample_path("bigbuckbunny")), *scale, str(out)], check=True
-    )
+    bunny_320(sample_path("bigbuckbunny"), out)
     return out
 
 

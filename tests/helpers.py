@@ -61,10 +61,12 @@ def ffmpeg(*args: str) -> None:
     subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-y", *args], check=True)
 
 
-def short_bunny(source: Path | str, out: Path) -> None:
-    """The first 2 s of the Big Buck Bunny sample at 320x180 in x264, its AAC audio copied."""
+def bunny_320(source: Path | str, out: Path, seconds: float | None = None) -> None:
+    """The Big Buck Bunny sample at 320x180 in x264 (crf 16), its AAC audio copied: whole (132 frames), or its
+    first ``seconds``."""
+    cut = ["-t", str(seconds)] if seconds is not None else []
     x264 = ["-c:v", "libx264", "-crf", "16"]
-    ffmpeg("-i", str(source), "-t", "2", "-vf", "scale=320:180", *x264, "-c:a", "copy", str(out))
+    ffmpeg("-i", str(source), *cut, "-vf", "scale=320:180", *x264, "-c:a", "copy", str(out))
 
 
 BIN = Path(sys.executable).parent

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import BIN, ffmpeg, one_line, probe, short_bunny, smooth, smooth_command
+from helpers import BIN, bunny_320, ffmpeg, one_line, probe, smooth, smooth_command
 from vsrife import rife
-from vsrife.apps import chunks
+from vsrife.apps import chunk_plan
 from vsrife.apps.options import Options
 from vsrife.sources import open_source
 
@@ -187,7 +187,7 @@ def clips(sample_path, tmp_path_factory) -> dict[str, Path]:
     ffmpeg("-i", str(sample_path("bikes")), "-frames:v", "96", *retime, "-c:v", "libx264", "-crf", "16", str(silent))
     tone = f"sine=frequency=440:sample_rate=48000:duration={float(seconds)}"
     ffmpeg("-i", str(silent), "-f", "lavfi", "-i", tone, "-c:v", "copy", "-c:a", "pcm_s16le", str(made["cuts"]))
-    short_bunny(sample_path("bigbuckbunny"), made["aac"])
+    bunny_320(sample_path("bigbuckbunny"), made["aac"], seconds=2)
     return made
 
 
@@ -209,14 +209,14 @@ def options_for(path: Path, **changes) -> Options:
 
 
 def test_chunk_edges_at_cuts_else_even_and_never_short():
-    edges = chunks.chunk_edges(1000, [50, 230, 260, 700, 950], 100)
+    edges = chunk_plan.chunk_edges(1000, [50, 230, 260, 700, 950], 100)
     assert edges == [0, 115, 230, 347, 465, 582, 700, 800, 900, 1000]
     assert {230, 700} <= set(edges)  # the usable cuts; 50, 260 and 950 would leave chunks shorter than 100
-    assert chunks.chunk_edges(1000, [], 100) == list(range(0, 1001, 100))
-    assert chunks.chunk_edges(150, [70], 100) == [0, 150]  # shorter than one chunk: one chunk
-    assert chunks.chunk_edges(250, [], 100) == [0, 125, 250]
+    assert chunk_plan.chunk_edges(1000, [], 100) == list(range(0, 1001, 100))
+    assert chunk_plan.chunk_edges(150, [70], 100) == [0, 150]  # shorter than one chunk: one chunk
+    assert chunk_plan.chunk_edges(250, [], 100) == [0, 125, 250]
     for total, cuts, least in [(977, [13, 400, 401, 402, 960], 37), (5000, list(range(0, 5000, 7)), 50)]:
-        edges = chunks.chunk_edges(total, cuts, least)
+        edges = chunk_plan.chunk_edges(total, cuts, least)
         lengths = [b - a for a, b in zip(edges, edges[1:], strict=False)]
         assert edges[0] == 0 and edges[-1] == total
         assert min(lengths) >= least and max(lengths) <= 2 * least + 1
@@ -228,9 +228,9 @@ def test_plan_puts_chunk_edges_on_the_graphs_own_scene_changes(clips):
     path = clips["cuts"]
     options = options_for(path, fps=RATE)
     source = open_source(path)
-    plan = chunks.make_plan(source, options, Fraction(1, 2))
+    plan = chunk_plan.make_plan(source, options, Fraction(1, 2))
     assert plan.total == 241 and plan.rate == 60
-    timing, _ = chunks.output_timing(source, options)
+    timing, _ = chunk_plan.output_timing(source, options)
     assert [timing.position(n).nearest for n in plan.cuts] == CUTS
     assert [timing.position(n - 1).nearest for n in plan.cuts] == [c - 1 for c in CUTS]
     starts = [chunk.start for chunk in plan.chunks]
@@ -241,7 +241,7 @@ def test_plan_puts_chunk_edges_on_the_graphs_own_scene_changes(clips):
     for n in plan.cuts:
         assert out.get_frame(n).props["_SceneChangePrev"] == 1
         assert out.get_frame(n - 1).props["_SceneChangePrev"] == 0
-    even = chunks.make_plan(source, dataclasses.replace(options, sc=False), Fraction(1, 2))
+    even = chunk_plan.make_plan(source, dataclasses.replace(options, sc=False), Fraction(1, 2))
     assert even.cuts == () and [c.start for c in even.chunks] == [0, 30, 60, 90, 120, 150, 180, 210]
 
 
@@ -278,7 +278,7 @@ def test_x264_mp4_chunks_start_with_keyframes_audio_copied_once(clips, tmp_path,
     assert code == 0, stderr
     video = next(s for s in probe(out)["streams"] if s["codec_type"] == "video")
     assert (video["codec_name"], int(video["nb_read_frames"]), Fraction(video["r_frame_rate"])) == ("h264", 120, 60)
-    plan = chunks.make_plan(open_source(clips["aac"]), options_for(clips["aac"], fps=RATE), Fraction(1, 2))
+    plan = chunk_plan.make_plan(open_source(clips["aac"]), options_for(clips["aac"], fps=RATE), Fraction(1, 2))
     keyframes = [n for n, line in enumerate(packet_flags(out)) if "K" in line]
     assert len(plan.chunks) >= 3 and {c.start for c in plan.chunks} <= set(keyframes)
     # AAC copied from the input once: the same packets, not re-encoded per chunk with priming gaps

@@ -6,7 +6,7 @@ import gc
 import subprocess
 import sys
 import threading
-from concurrent.futures import wait
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 import pytest
@@ -14,7 +14,8 @@ import vapoursynth as vs
 
 from helpers import clip_from_array, frame_array, read_rgb_frames
 from vsrife import rife
-from vsrife.engine import WORKER_PREFIX, Engine, EngineOptions, Lanes
+from vsrife.engine import WORKER_PREFIX, Engine, EngineOptions, Workers
+from vsrife.futures import FutureCache
 
 
 @pytest.fixture(scope="module")
@@ -47,24 +48,42 @@ def test_concurrent_out_of_order_requests_equal_sequential(frames, threads, num_
         assert np.array_equal(np.stack([np.asarray(got[p]) for p in range(3)]), expected[n]), f"frame {n}"
 
 
-def test_same_frame_twice_and_two_runs_are_identical(frames):
+def test_a_frame_made_again_and_another_engine_give_the_same_frame(frames, monkeypatch):
+    """Frame 5 asked for again once VapourSynth's cache let it go is made again (its batch was taken for good:
+    only a look ahead skips it), and equals the first one and another engine's."""
     clip = clip_from_array(frames)
     first = rife(clip, model="4.26", device="cpu")
-    again = rife(clip, model="4.26", device="cpu")
-    assert np.array_equal(frame_array(first, 5), frame_array(first, 5))
-    assert np.array_equal(frame_array(first, 5), frame_array(again, 5))
+    made = frame_array(first, 5)
+    runs = []
+    original = Engine._run
+    monkeypatch.setattr(Engine, "_run", lambda self, job: runs.append(job.key) or original(self, job))
+    vs.core.clear_cache()
+    assert np.array_equal(frame_array(first, 5), made)
+    assert runs, "made again, not kept"
+    assert np.array_equal(frame_array(rife(clip, model="4.26", device="cpu"), 5), made)
 
 
-def test_caches_stay_bounded(frames, monkeypatch):
-    engines = []
-    original = Engine.__init__
-    monkeypatch.setattr(Engine, "__init__", lambda self, *a, **k: engines.append(self) or original(self, *a, **k))
-    out = rife(clip_from_array(np.concatenate([frames] * 4)), model="4.26", factor_num=3, device="cpu")
-    for _ in out.frames():
-        pass
-    engine = engines[0]
-    assert len(engine.sources) <= engine.sources.capacity
-    assert len(engine._ahead) <= engine._ahead.capacity
+def test_future_cache_keeps_the_most_recent_and_does_not_redo_what_was_taken():
+    """The cache behind the engine's prepared frames and batches: past its capacity the least recently used
+    goes; a value taken for good is not started again in the background, but is made again when asked for."""
+    pool = ThreadPoolExecutor(2)
+    made = []
+
+    def value(key):
+        made.append(key)
+        return key * 10
+
+    cache = FutureCache(3, pool)
+    for key in (1, 2, 3):
+        assert cache.get(key, lambda key=key: value(key)) == key * 10
+    cache.get(1, lambda: value(1))  # 1 used again: 2 is now the least recent
+    cache.get(4, lambda: value(4))
+    assert cache.get(2, lambda: value(2)) == 20 and made == [1, 2, 3, 4, 2], "2 was dropped, 1 was kept"
+    assert cache.take(5, lambda: value(5), uses=2) == 50 and cache.take(5, lambda: value(5), uses=2) == 50
+    assert made.count(5) == 1, "computed once for its two uses"
+    assert cache.start(5, lambda: value(5)) is None and made.count(5) == 1, "taken for good: no look ahead redoes it"
+    assert cache.take(5, lambda: value(5)) == 50 and made.count(5) == 2, "asked for again: made again"
+    pool.shutdown()
 
 
 def test_freeing_the_clip_stops_the_work_started_ahead(frames, threads):
@@ -84,11 +103,11 @@ def _engine_workers() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith(WORKER_PREFIX) and t.is_alive()]
 
 
-def test_lanes_share_the_cores():
-    cpu = Lanes.choose(torch_device("cpu"), 640, 384, EngineOptions(), cores=8)
-    assert (cpu.workers, cpu.threads) == (8, 1)
-    huge = Lanes.choose(torch_device("cpu"), 100_000, 100_000, EngineOptions(), cores=8)
-    assert (huge.workers, huge.threads) == (1, 8)
+def test_workers_share_the_cores():
+    cpu = Workers.choose(torch_device("cpu"), 640, 384, EngineOptions(), cores=8)
+    assert (cpu.count, cpu.threads) == (8, 1)
+    huge = Workers.choose(torch_device("cpu"), 100_000, 100_000, EngineOptions(), cores=8)
+    assert (huge.count, huge.threads) == (1, 8)
 
 
 def torch_device(name: str):

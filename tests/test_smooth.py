@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import BIN, avi_ending_in_empty_slots, ffmpeg, ffprobe, probe, short_bunny, smooth, smooth_command
+from helpers import BIN, avi_ending_in_empty_slots, bunny_320, ffmpeg, ffprobe, probe, smooth, smooth_command
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +37,7 @@ def clips(sample_path, small_bunny, tmp_path_factory) -> dict[str, Path]:
         "two_frames": folder / "two.mp4",  # 2 frames at 25 fps
     }
     ffmpeg("-i", bunny, "-frames:v", "2", "-vf", "scale=64:36", "-c:v", "libx264", str(made["two_frames"]))
-    short_bunny(bunny, made["audio"])
+    bunny_320(bunny, made["audio"], seconds=2)
     # 32 whole frames (a stream copy cut at 1 s would drop a B-frame and leave a gap in the timestamps)
     ffmpeg("-i", phone, "-frames:v", "32", "-c:v", "libx264", "-crf", "16", str(made["silent"]))
     ffmpeg("-i", phone, "-t", "1", "-vf", "scale=175:99", "-pix_fmt", "yuv444p", "-c:v", "ffv1", str(made["odd"]))

@@ -22,7 +22,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from vsrife import checkpoints
 from vsrife.apps import bench
-from vsrife.lanes import Captured
+from vsrife.lanes import CudaGraph
 from vsrife.network import IFNet
 from vsrife.variants import architecture
 
@@ -52,7 +52,7 @@ def step_for(net: IFNet, img: list[torch.Tensor], channels_last: bool):
         return net(frame0, net.frame(img1), timestep)
 
     if DEVICE.type == "cuda":
-        return Captured(step, img, pool=None), img
+        return CudaGraph(step, img, pool=None), img
     return step, img
 
 
@@ -72,7 +72,7 @@ def sync() -> None:
 
 
 def layouts_and_kernel_choice(model: str, dtype: torch.dtype) -> None:
-    img = bench._tensors(bench.real_frames(WIDTH, HEIGHT), architecture(model).size_multiple(1.0), DEVICE, dtype)
+    img = bench.padded_tensors(bench.real_frames(WIDTH, HEIGHT), architecture(model).size_multiple(1.0), DEVICE, dtype)
     note(f"\n## {model} {str(dtype)[6:]}: network alone (frame prepared + forward), {WIDTH}x{HEIGHT}\n")
     note("| layout | cuDNN | ms per frame | frames/s | max diff from NCHW/heuristics |")
     note("| --- | --- | --- | --- | --- |")
@@ -94,7 +94,7 @@ def layouts_and_kernel_choice(model: str, dtype: torch.dtype) -> None:
 
 
 def kernels_of_one_replay(model: str, dtype: torch.dtype) -> None:
-    img = bench._tensors(bench.real_frames(WIDTH, HEIGHT), architecture(model).size_multiple(1.0), DEVICE, dtype)
+    img = bench.padded_tensors(bench.real_frames(WIDTH, HEIGHT), architecture(model).size_multiple(1.0), DEVICE, dtype)
     net = network(model, dtype, False)
     with torch.inference_mode():
         step, inputs = step_for(net, img, False)

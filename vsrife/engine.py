@@ -138,16 +138,16 @@ class Prepared:
 
 
 @dataclass(frozen=True)
-class Lanes:
-    """How the work is spread: ``workers`` batches at once, each with ``threads`` CPU threads."""
+class Workers:
+    """How the work is spread: ``count`` batches at once, each with ``threads`` CPU threads."""
 
-    workers: int
+    count: int
     threads: int
 
     @classmethod
     def choose(
         cls, device: torch.device, width: int, height: int, options: EngineOptions, cores: int | None = None
-    ) -> Lanes:
+    ) -> Workers:
         """On CUDA (and the stub) ``options.workers`` streams. On the CPU one call per core, single-threaded,
         as far as memory allows: measured end to end on 2 cores, 4.26 at 1280x720 runs 1.27x faster than one
         call on both cores (its convolutions scale poorly across threads)."""
@@ -213,7 +213,7 @@ class Engine:
     """Runs ``net`` on ``device`` for frames of ``convert``'s format and size, padded to ``multiple``, as
     ``options`` say (:class:`EngineOptions`).
 
-    Up to ``lanes.workers`` batches are worked on at once (VapourSynth asks for frames from several threads,
+    Up to ``workers.count`` batches are worked on at once (VapourSynth asks for frames from several threads,
     and the filter starts the next in-betweens early: :attr:`batches_ahead` of them).
     """
 
@@ -237,23 +237,23 @@ class Engine:
         self.width, self.height = convert.width, convert.height
         self.padding = (0, -self.width % multiple, 0, -self.height % multiple)
         padded = (self.width + self.padding[1], self.height + self.padding[3])
-        self.lanes = Lanes.choose(device, *padded, options)
+        self.workers = Workers.choose(device, *padded, options)
         stub = options.stub is not None
         self.max_batch = MAX_BATCH if device.type == "cuda" or stub else CPU_BATCH
         self._out_of_memory = (
             f"out of {device.type.upper()} memory interpolating {self.width}x{self.height} with "
-            f"{self.lanes.workers} worker(s): try scale=0.5, fp16=True (on CUDA), a lighter model (4.6, or a "
+            f"{self.workers.count} worker(s): try scale=0.5, fp16=True (on CUDA), a lighter model (4.6, or a "
             ".lite one), or fewer frames at once (core.num_threads)"
         )
         self.sources: FutureCache[int, Prepared] = FutureCache(self._cache_frames(padded, max_cached))
         if device.type == "cpu" and not stub:
-            torch.set_num_threads(self.lanes.threads)
+            torch.set_num_threads(self.workers.threads)
         self.stub = options.stub
-        self._all_lanes = [self._new_lane() for _ in range(self.lanes.workers)]
+        self._all_lanes = [self._new_lane() for _ in range(self.workers.count)]
         self._free: queue.SimpleQueue = queue.SimpleQueue()
         for lane in self._all_lanes:
             self._free.put(lane)
-        pool = self._pool = ThreadPoolExecutor(self.lanes.workers, thread_name_prefix=WORKER_PREFIX)
+        pool = self._pool = ThreadPoolExecutor(self.workers.count, thread_name_prefix=WORKER_PREFIX)
         weakref.finalize(self, pool.shutdown, wait=False, cancel_futures=True)
         # batches started before VapourSynth asks for them (its Python callbacks run one at a time)
         self._ahead: FutureCache[tuple, Result] = FutureCache(4 * self.batches_ahead + 4, pool)
@@ -261,7 +261,7 @@ class Engine:
     @property
     def batches_ahead(self) -> int:
         """How many batches the filter keeps started ahead of the frame it is asked for."""
-        return self.lanes.workers * self.options.in_flight
+        return self.workers.count * self.options.in_flight
 
     def _new_lane(self) -> TorchLane | StubLane:
         if self.stub is None:
@@ -280,7 +280,7 @@ class Engine:
         channels = 3 + self.net.arch.encoder_channels  # RGB and features, float32 (Frame.pixels)
         frame_bytes = channels * padded[0] * padded[1] * 4
         budget = CUDA_CACHE_BYTES if self.device.type == "cuda" else _available_memory() / CPU_CACHE_SHARE
-        return int(max(2 * self.lanes.workers + 2, min(most, budget // frame_bytes)))
+        return int(max(2 * self.workers.count + 2, min(most, budget // frame_bytes)))
 
     def close(self) -> None:
         """Drop the batches started ahead that nobody will ask for and wait for those running: called when

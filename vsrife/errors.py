@@ -3,6 +3,7 @@ exception that says what kind of problem it is, so plain Python callers can catc
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 import vapoursynth as vs
@@ -79,3 +80,14 @@ class SourceError(VsRifeError, OSError):
 
 class OutOfMemory(VsRifeError, MemoryError):
     """The device ran out of memory; the message says what to lower."""
+
+
+def one_line(error: BaseException | str) -> str:
+    """An error's message on one line. Errors raised inside VapourSynth frame callbacks arrive as a Python
+    traceback whose last line is ``module.Class: message``: only the message is kept."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    if any(line.startswith("Traceback (most recent call last)") for line in lines):
+        return re.sub(r"^(?:\w+\.)+\w+: |^\w*(?:Error|Exception): ", "", lines[-1])
+    return "; ".join(lines)

@@ -17,9 +17,9 @@ import vapoursynth as vs
 from . import checkpoints, formats, params, scene
 from .engine import Engine, EngineOptions, Job
 from .errors import ParameterError, VsRifeError
-from .timing import MAX_OUTPUT_FRAMES, Blend, ConstantRate, FramePlanner, FrameTimes, Timing, VariableRate
+from .planner import DEFAULT_DEDUP_THRESHOLD, FramePlanner, Synthesize
+from .timing import MAX_OUTPUT_FRAMES, ConstantRate, FrameTimes, VariableRate
 
-DEFAULT_DEDUP_THRESHOLD = 0.02
 MAX_PHASES = 64  # rate ratios p/q whose planning window is built from VapourSynth's filters: p at most this
 TIMESTEP_PROP = "RifeTimestep"
 PAIR_PROP = "RifePair"
@@ -137,12 +137,13 @@ def rife(
             "clip's nominal rate with std.AssumeFPS",
             param="factor_num",
         )
-    output_rate, ratio = request.rates(clip.fps)
     if sc_threshold is not None:
         params.sc_threshold("sc_threshold", sc_threshold)
-    options = params.plan_options(ratio == 1 and not variable, sc, static_threshold, dedup, dedup_threshold, max_hold)
-    if not variable:
-        params.check_timing(ConstantRate(clip.num_frames, ratio), output_rate, request)
+    same_rate = request.rates(clip.fps)[1] == 1 and not variable
+    options = params.plan_options(same_rate, sc, static_threshold, dedup, dedup_threshold, max_hold)
+    # a clip of fps 0 is read for its frame durations only once every parameter is checked (below)
+    read_durations = times is None and variable
+    timing = None if read_durations else params.clip_timing(clip.num_frames, clip.fps, request, times)
     torch_device = params.compute_device(device, device_index, trt)
     params.announce_trt(trt, trt_options)
     engine_options = params.engine_options(engine, num_streams, fp16, torch_device)
@@ -152,12 +153,8 @@ def rife(
     built = _build_engine(
         convert, model, model_path, bool(auto_download), scale, ensemble, torch_device, engine_options
     )
-    # only now, with every parameter checked: a clip of fps 0 is read once for its frame durations
-    if variable:
-        known = times if times is not None else FrameTimes.from_durations(_durations(clip))
-        timing: Timing = params.check_timing(VariableRate(known, output_rate), output_rate, request)
-    else:
-        timing = ConstantRate(clip.num_frames, ratio)
+    if read_durations:
+        timing = params.clip_timing(clip.num_frames, clip.fps, request, FrameTimes.from_durations(_durations(clip)))
     detect = sc_threshold if options.sc else None  # None: the clip's own scene-change props
     return _interpolate(clip, FramePlanner(timing, options), built, detect)
 
@@ -314,7 +311,7 @@ def _jobs_ahead(n: int, planner: FramePlanner, window: _Window, count: int, batc
             action = planner.plan(m, window.facts)
         except LookupError:  # planning it needs frames past this window
             break
-        if isinstance(action, Blend) and window.holds(action.left) and window.holds(action.right):
+        if isinstance(action, Synthesize) and window.holds(action.left) and window.holds(action.right):
             job = _job(m, action, window, planner, batch)
             found.setdefault(job.key, job)
         if len(found) == count:
@@ -339,7 +336,7 @@ def _output_frame(
     for job in _jobs_ahead(n, planner, window, engine.batches_ahead, engine.max_batch):
         engine.start(job)
     shown = window[action.shown]
-    if isinstance(action, Blend):
+    if isinstance(action, Synthesize):
         out = vs.core.create_video_frame(shown.format, shown.width, shown.height)  # shares no memory: one copy
         out.props.update(shown.props)
         _synthesize(engine, _job(n, action, window, planner, engine.max_batch), float(action.t), out)
@@ -367,19 +364,19 @@ def _synthesize(engine: Engine, job: Job, t: float, into: vs.VideoFrame) -> None
         raise error.with_traceback(None) from None
 
 
-def _job(n: int, blend: Blend, window: _Window, planner: FramePlanner, batch: int) -> Job:
-    ts = _batch_of(n, blend, planner, batch)
-    return Job(blend.left, blend.right, ts, window[blend.left], window[blend.right])
+def _job(n: int, action: Synthesize, window: _Window, planner: FramePlanner, batch: int) -> Job:
+    ts = _batch_of(n, action, planner, batch)
+    return Job(action.left, action.right, ts, window[action.left], window[action.right])
 
 
-def _batch_of(n: int, blend: Blend, planner: FramePlanner, batch: int) -> tuple[float, ...]:
-    """The timesteps computed together with output frame ``n``'s ``blend``: in-betweens of its pair
-    (neighbouring source frames, whose output frames all blend them), at most ``batch`` of them, the same
+def _batch_of(n: int, action: Synthesize, planner: FramePlanner, batch: int) -> tuple[float, ...]:
+    """The timesteps computed together with output frame ``n``'s ``action``: in-betweens of its pair
+    (neighbouring source frames, whose output frames all lie between them), at most ``batch`` of them, the same
     whichever output frame asks; found in constant time however many output frames the pair has. A pair
     further apart (re-timed drawings) is computed one timestep at a time."""
-    if batch == 1 or blend.right != blend.left + 1:
-        return (float(blend.t),)
-    outputs = planner.timing.outputs_of(blend.left)
+    if batch == 1 or action.right != action.left + 1:
+        return (float(action.t),)
+    outputs = planner.timing.outputs_of(action.left)
     first = outputs.start + (planner.timing.position(outputs.start).t == 0)  # a source frame is no in-between
     chunk = first + (n - first) // batch * batch
     members = range(chunk, min(chunk + batch, outputs.stop))

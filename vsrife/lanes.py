@@ -5,7 +5,7 @@ host memory and sent to the device without waiting; a batch's results come back 
 the host waits for them (a CUDA event) only when its frames are wanted, so each lane keeps up to
 ``in_flight`` batches queued on the GPU while the host stages the next ones. Pinned buffers come from
 PyTorch's caching host allocator, which reuses a buffer only once the copies that used it are done. Each
-lane records its work once per shape as a CUDA graph and replays it (:class:`Captured`).
+lane records its work once per shape as a CUDA graph and replays it (:class:`CudaGraph`).
 
 On the CPU a lane runs a batch to its end on the worker's own thread: the CPU is the device.
 
@@ -66,7 +66,7 @@ class TorchLane:
     def __init__(self, device: torch.device, in_flight: int) -> None:
         self.device = device
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
-        self.graphs: dict[tuple, Captured] = {}
+        self.graphs: dict[tuple, CudaGraph] = {}
         self._timesteps: dict[tuple, torch.Tensor] = {}
         self._queued: collections.deque[torch.cuda.Event] = collections.deque()
         self.in_flight = in_flight
@@ -140,7 +140,7 @@ class TorchLane:
         graph = self.graphs.get(key)
         if graph is None:
             try:
-                graph = self.graphs[key] = Captured(fn, inputs, self.pool)
+                graph = self.graphs[key] = CudaGraph(fn, inputs, self.pool)
             except RuntimeError as error:
                 raise CaptureFailed(str(error)) from error
         return graph(*inputs)
@@ -150,7 +150,7 @@ class CaptureFailed(RuntimeError):
     """Recording a CUDA graph failed (the work itself may run eagerly)."""
 
 
-class Captured:
+class CudaGraph:
     """``fn`` recorded once as a CUDA graph on static copies of ``examples``. A call copies its arguments
     into those, replays the graph on the current stream and returns the graph's own output tensors: they
     are overwritten by the next call, so the caller reads them first (in stream order)."""

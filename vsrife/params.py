@@ -20,7 +20,17 @@ from typing import TYPE_CHECKING
 import vapoursynth as vs
 
 from .errors import DeviceError, ParameterError, ParameterTypeError, TimecodesError
-from .timing import MAX_OUTPUT_FRAMES, MAX_STEP, FrameTimes, PlanOptions, Timing, read_timecodes, times_for_frames
+from .planner import PlanOptions
+from .timing import (
+    MAX_OUTPUT_FRAMES,
+    MAX_STEP,
+    ConstantRate,
+    FrameTimes,
+    Timing,
+    VariableRate,
+    read_timecodes,
+    times_for_frames,
+)
 from .variants import ARCHITECTURES, DEFAULT_MODEL, MODELS, SCALES, architecture
 
 if TYPE_CHECKING:
@@ -202,6 +212,17 @@ def check_timing(timing: Timing, output_rate: Fraction, request: RateRequest) ->
             "the output rate's numerator or denominator does not fit VapourSynth's 64-bit rate fields", param=name
         )
     return timing
+
+
+def clip_timing(frames: int, fps: Fraction, request: RateRequest, times: FrameTimes | None) -> Timing:
+    """The output's frame timing for a clip of ``frames`` frames at ``fps`` (0: each frame its own duration)
+    as ``request`` asks: placed by ``times`` (the frames' true times) at the output rate where given, or on
+    a clip of fps 0 asked for a rate (its times: its durations); else a constant ratio. Checked
+    (:func:`check_timing`). The one derivation :func:`vsrife.rife` and the spread render's planner use."""
+    output_rate, ratio = request.rates(fps)
+    if times is not None:
+        return check_timing(VariableRate(times, output_rate), output_rate, request)
+    return check_timing(ConstantRate(frames, ratio), output_rate, request)
 
 
 def _count(number: int) -> str:

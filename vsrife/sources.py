@@ -33,7 +33,7 @@ import numpy as np
 import vapoursynth as vs
 
 from .download import cache_dir
-from .errors import SourceError
+from .errors import SourceError, one_line
 from .ffprobe import ffprobe, ffprobe_json, video_streams
 from .timing import FrameTimes
 
@@ -148,7 +148,7 @@ def open_video(path: str | os.PathLike[str]) -> vs.VideoNode:
             bestsource(name, threads=1)  # the index, from the decode every frame is checked against
         primary = bestsource(name)
     except vs.Error as e:
-        raise SourceError(f"{name}: cannot be read as a video ({_last_line(e)})") from None
+        raise SourceError(f"{name}: cannot be read as a video ({one_line(e)})") from None
     return RetryingReader(name, primary).clip()
 
 
@@ -281,8 +281,3 @@ def _whole(value: object) -> int | None:
 
 def _is_int(text: str) -> bool:
     return text.strip().lstrip("-").isdigit()
-
-
-def _last_line(error: object) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[-1] if lines else type(error).__name__

@@ -20,7 +20,7 @@ from .variants import MODELS
 
 
 @dataclass(frozen=True)
-class Source:
+class Download:
     source: str
     sha256: str | None
     size: int | None
@@ -36,7 +36,7 @@ class Entry:
     model: str
     file: str
     license: str
-    sources: tuple[Source, ...]
+    sources: tuple[Download, ...]
 
     @property
     def path(self) -> Path:
@@ -48,7 +48,7 @@ def registry() -> dict[str, Entry]:
     """Every known model's registry entry, in release order."""
     raw = json.loads(resources.files("vsrife").joinpath("registry.json").read_text(encoding="utf-8"))
     entries = {
-        model: Entry(model, item["file"], item["license"], tuple(Source(**s) for s in item["sources"]))
+        model: Entry(model, item["file"], item["license"], tuple(Download(**s) for s in item["sources"]))
         for model, item in raw["models"].items()
     }
     unknown = set(entries) ^ set(MODELS)

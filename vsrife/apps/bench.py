@@ -27,7 +27,7 @@ import vapoursynth as vs
 from .. import checkpoints, engine, frames, weights
 from ..engine import EngineOptions
 from ..filter import rife
-from ..lanes import Captured, StubDevice
+from ..lanes import CudaGraph, StubDevice
 from ..params import compute_device, half_precision, model_name
 from ..variants import DEFAULT_MODEL, architecture
 from . import samples, upstream
@@ -83,7 +83,8 @@ def real_frames(width: int, height: int, fmt: int = vs.RGBS) -> vs.VideoNode:
     return blank.std.ModifyFrame(blank, lambda n, f: held[order[n]])
 
 
-def _tensors(clip: vs.VideoNode, multiple: int, device: torch.device, dtype: torch.dtype) -> list[torch.Tensor]:
+def padded_tensors(clip: vs.VideoNode, multiple: int, device: torch.device, dtype: torch.dtype) -> list[torch.Tensor]:
+    """The clip's first two frames as ``[1, C, H, W]`` tensors on ``device``, padded to a ``multiple``."""
     pad_w, pad_h = -clip.width % multiple, -clip.height % multiple
     out = []
     for n in range(2):
@@ -109,7 +110,7 @@ def network_seconds(config: BenchConfig, device: torch.device, dtype: torch.dtyp
             return net(frame0, net.frame(img1), timestep)  # the next pair's new frame prepared
 
         if device.type == "cuda" and config.engine.cuda_graphs and not arch.retries_large_motion:
-            step = Captured(step, img, pool=None)
+            step = CudaGraph(step, img, pool=None)
 
         def run() -> None:
             for _ in range(4):
@@ -211,7 +212,7 @@ def run(config: BenchConfig) -> dict[str, object]:
         return run_stub(config)
     device = compute_device(config.device, None)
     dtype = torch.float16 if half_precision(config.fp16, device) else torch.float32
-    img = _tensors(
+    img = padded_tensors(
         real_frames(config.width, config.height), architecture(config.model).size_multiple(1.0), device, dtype
     )
     if device.type == "cuda":
@@ -273,7 +274,8 @@ def _device_peak(device: torch.device) -> float | None:
     return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
 
 
-# (what, source frames, source rate, rife arguments): the rate ratios whose graphs once grew with the ratio
+# (what, source frames, source rate, rife arguments): rate ratios with large terms, for which a graph that grew
+# with the ratio's terms would take minutes and gigabytes
 GRAPH_CASES = [
     ("AVI at BestSource's 260739/33125 -> 60", 270, Fraction(260739, 33125), {"fps_num": 60}),
     ("same -> 60000/1001", 270, Fraction(260739, 33125), {"fps_num": 60000, "fps_den": 1001}),

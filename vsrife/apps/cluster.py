@@ -1,7 +1,7 @@
 """``vsrife smooth IN OUT --workers N`` or ``--cluster ADDRESS``: one render spread over Ray tasks, frame for
 frame the same as a single run, and resumable.
 
-The driver (this process) plans the job once (:func:`vsrife.apps.chunks.make_plan`: chunks at scene cuts)
+The driver (this process) plans the job once (:func:`vsrife.apps.chunk_plan.make_plan`: chunks at scene cuts)
 and keeps it in ``OUT.parts/``; each chunk is a Ray task (:func:`render_chunk`) whose encoded bytes come
 back to the driver, which keeps each finished chunk and joins them at the end (:mod:`vsrife.apps.chunks`).
 Ray pins a GPU to each task where there are GPUs, retries a task whose worker or node is lost, and runs
@@ -29,31 +29,28 @@ from pathlib import Path
 import vapoursynth as vs
 
 from .. import weights
+from ..errors import one_line
 from ..progress import Progress
 from ..sources import Source
 from . import smooth
+from .chunk_plan import CPU_CHUNK_SECONDS, GPU_CHUNK_SECONDS, Chunk, Plan, make_plan
 from .chunks import (
-    Chunk,
     ChunkError,
     ChunkResult,
     JobError,
-    Plan,
     StateFolder,
     decoded_checksum,
     encode,
     input_fingerprint,
     job_key,
     join,
-    make_plan,
 )
 from .ffmpeg import Media, probe
 from .options import Options
 from .output import check_paths
 from .signals import EXIT_INTERRUPTED, interrupts_raise
-from .terminal import in_cli_terms, one_line, tell
+from .terminal import in_cli_terms, tell
 
-CPU_CHUNK_SECONDS = Fraction(10)
-GPU_CHUNK_SECONDS = Fraction(60)  # each GPU chunk starts a fresh process (torch, CUDA): seconds of overhead
 ATTEMPTS = 3  # a chunk that fails this many times stops the job
 CONNECT_TIMEOUT_S = 5.0
 JOIN_TIMEOUT_S = 20.0

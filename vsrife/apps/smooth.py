@@ -26,7 +26,7 @@ from pathlib import Path
 
 import vapoursynth as vs
 
-from ..errors import VsRifeError
+from ..errors import VsRifeError, one_line
 from ..progress import Progress
 from ..sources import Source, open_source
 from . import ffmpeg
@@ -34,7 +34,7 @@ from .ffmpeg import HDR_PARAMS, MasteringDisplay, Media
 from .options import Options, rife_arguments
 from .output import Expected, check_paths, fate, judge, state_folder, summary, temporary_beside
 from .signals import Stopper, stop_at_once
-from .terminal import CommandError, in_cli_terms, one_line, tell
+from .terminal import CommandError, in_cli_terms, tell
 
 STOP_GRACE_S = 5.0
 MAX_LOG_BYTES = 1 << 20

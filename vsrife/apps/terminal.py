@@ -3,10 +3,9 @@ video), library errors in the command line's own terms."""
 
 from __future__ import annotations
 
-import re
 import sys
 
-from ..errors import VsRifeError, WeightsNotFoundError
+from ..errors import VsRifeError, WeightsNotFoundError, one_line
 
 # library parameters and the `vsrife smooth` option that sets each
 OPTION_OF_PARAMETER = {
@@ -33,17 +32,6 @@ class CommandError(VsRifeError):
 def tell(message: str, command: str = "vsrife smooth") -> None:
     """A note on stderr, on a line of its own."""
     print(f"{command}: {message}", file=sys.stderr, flush=True)
-
-
-def one_line(error: BaseException | str) -> str:
-    """An error's message on one line. Errors raised inside VapourSynth frame callbacks arrive as a Python
-    traceback whose last line is ``module.Class: message``: only the message is kept."""
-    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
-    if not lines:
-        return type(error).__name__
-    if any(line.startswith("Traceback (most recent call last)") for line in lines):
-        return re.sub(r"^(?:\w+\.)+\w+: |^\w*(?:Error|Exception): ", "", lines[-1])
-    return "; ".join(lines)
 
 
 def in_cli_terms(error: BaseException) -> str:
