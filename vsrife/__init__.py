@@ -23,12 +23,14 @@ _EXPORTS = {
     "open_source": "sources",
     "Source": "sources",
     "FrameTimes": "timing",
+    "EngineOptions": "engine",
     "MODELS": "variants",
     "DEFAULT_MODEL": "variants",
     "VsRifeError": "errors",
 }
 __all__ = [
     "DEFAULT_MODEL",
+    "EngineOptions",
     "MODELS",
     "FrameTimes",
     "Source",
@@ -40,6 +42,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from .engine import EngineOptions
     from .errors import VsRifeError
     from .filter import rife
     from .scene import sc_detect
