@@ -477,9 +477,8 @@ def test_next_fetch_removes_abandoned_parts_and_keeps_live_ones(tmp_path, monkey
         "dead owner": f".{name}.{dead.pid}.a1b2c3d4.part",
         "live owner": f".{name}.{live.pid}.a1b2c3d4.part",
         "live owner, untouched for over an hour (a reused pid)": f".{name}.{live.pid}.e5f6g7h8.part",
-        "unknown owner, untouched for 11 minutes": f".{name}.oldfmt_1.part",
-        "unknown owner, fresh": f".{name}.oldfmt_2.part",
         "another target": f".flownet_v4.26.pkl.{dead.pid}.a1b2c3d4.part",
+        "not a temporary of ours": f".{name}.notours.part",
     }
     for key, part_name in planted.items():
         (models / part_name).write_bytes(b"partial")
@@ -492,5 +491,5 @@ def test_next_fetch_removes_abandoned_parts_and_keeps_live_ones(tmp_path, monkey
         live.kill()
         live.wait()
     kept = {key for key, part_name in planted.items() if (models / part_name).exists()}
-    assert kept == {"live owner", "unknown owner, fresh", "another target"}
+    assert kept == {"live owner", "another target", "not a temporary of ours"}
     assert weights.file_status(weights.registry()["4.6"]) == "verified"

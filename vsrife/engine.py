@@ -15,7 +15,6 @@ convolutions, per call).
 
 from __future__ import annotations
 
-import gc
 import os
 import queue
 import sys
@@ -228,10 +227,6 @@ class Engine:
         options: EngineOptions | None = None,
     ) -> None:
         self.options = options = (options or EngineOptions()).for_device(device)
-        # what is alive now (torch's modules, most of it) is moved out of the collector's way: a full collection
-        # scanned some 190 000 objects, 70 ms with the GIL held, every few seconds of a render (10 % of the
-        # host's time in the benchmark); what is made from here on is collected as ever
-        gc.freeze()
         self.device, self.dtype = device, options.dtype
         self.layout = torch.channels_last if options.channels_last else torch.contiguous_format
         with _out_of_memory_as(device, f"out of {device.type.upper()} memory loading the model onto {device}"):

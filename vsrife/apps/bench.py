@@ -31,6 +31,7 @@ from ..lanes import CudaGraph, StubDevice
 from ..params import compute_device, half_precision, model_name
 from ..variants import DEFAULT_MODEL, architecture
 from . import samples, upstream
+from .smooth import out_of_the_collectors_way
 
 SOURCE_FRAMES = 8
 
@@ -172,6 +173,7 @@ def end_to_end(
         engine=config.engine,
     )
     stub = config.stub
+    out_of_the_collectors_way()  # as vsrife smooth does
     requests = vs.core.num_threads  # as vspipe asks by default
     rows = []
     for repeat in range(config.repeats + 1):  # the first is the warm-up
