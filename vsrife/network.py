@@ -262,6 +262,8 @@ class Points:
         ``base`` (normalized, align_corners) moved by ``flow / half_size``, float32."""
         batch, _, height, width = flow.shape
         moves = flow.unflatten(1, (2, 2)).permute(0, 1, 3, 4, 2)
+        if torch.compiler.is_compiling():  # torch.compile takes no strided out=, and lays out the grid itself
+            return torch.addcdiv(self.base, moves, self.half_size)
         out = torch.empty(batch, 2, 2, height, width, device=flow.device).permute(0, 1, 3, 4, 2)
         return torch.addcdiv(self.base, moves, self.half_size, out=out)
 
