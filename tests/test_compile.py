@@ -20,10 +20,10 @@ import torch
 import vapoursynth as vs
 from torch._dynamo.utils import counters
 
-from helpers import clip_from_array, read_rgb_frames
-from vsrife import compiled, formats, frames
+from helpers import clip_from_array, frame_array, read_rgb_frames
+from vsrife import compiled, formats, frames, rife
 from vsrife.compiled import compile_step
-from vsrife.engine import Engine, Lanes
+from vsrife.engine import Engine, EngineOptions
 from vsrife.filter import _build_engine
 from vsrife.network import IFNet
 from vsrife.variants import ARCHITECTURES, families
@@ -56,11 +56,11 @@ def _warmed(step, *args):
     return step
 
 
-@pytest.mark.parametrize("model", ["4.26", "4.6"])
+@pytest.mark.parametrize("model", ["4.26"])
 def test_compiled_steps_equal_eager_in_fp32(real, model):
     clip = clip_from_array(real)
     convert = formats.DeviceConverter(clip.format, clip.width, clip.height, formats.colour_of(clip), CPU)
-    engine = _build_engine(convert, model, None, False, 1.0, False, CPU, torch.float32)
+    engine = _build_engine(convert, model, None, False, 1.0, False, CPU, EngineOptions(dtype=torch.float32))
     key = (model, clip.width, clip.height, "RGBS", torch.float32)
     prepare = compile_step(engine._prepared, name="prepare", key=key, device=CPU)
     in_betweens = compile_step(engine._in_betweens, name="in-betweens", key=(*key, 1), device=CPU)
@@ -80,6 +80,20 @@ def test_compiled_steps_equal_eager_in_fp32(real, model):
                 assert (a - b).abs().max() <= TOLERANCE, f"{model} in-between at {t}"
     assert (prepare.compiled_calls, in_betweens.compiled_calls) == (2, 2), "no call fell back to eager"
     assert _compiles_run() == before + 2, "one graph per step, none again for the next calls"
+
+
+def test_the_engine_compiles_when_asked_and_equals_eager(real, capfd):
+    """rife(..., engine=EngineOptions(compile=True)): the engine's own two steps compiled (4.6, its real weights),
+    every output frame within 1e-4 of eager in fp32, and nothing said on stderr (no fallback)."""
+    clip = clip_from_array(np.concatenate([real, real[::-1]]))
+    eager = rife(clip, model="4.6", device="cpu")
+    before = _compiles_run()
+    made = rife(clip, model="4.6", device="cpu", engine=EngineOptions(compile=True, workers=1))
+    for n in range(made.num_frames):
+        difference = np.abs(frame_array(made, n) - frame_array(eager, n)).max()
+        assert difference <= TOLERANCE, (n, difference)
+    assert _compiles_run() >= before + 2, "the prepare and in-between steps were compiled"
+    assert "torch.compile off" not in capfd.readouterr().err
 
 
 def _family_id(arch) -> str:
@@ -103,7 +117,7 @@ def _small_engine(arch, scale: float, ensemble: bool) -> tuple[Engine, list[torc
     convert = formats.DeviceConverter(fmt, side, side, colour, CPU)
     torch.manual_seed(0)
     net = IFNet(arch, scale, ensemble)
-    engine = Engine(net, CPU, torch.float32, convert, side, max_cached=4, lanes=Lanes(1, 1))
+    engine = Engine(net, CPU, convert, side, 4, EngineOptions(workers=1, dtype=torch.float32))
     luma = torch.randint(0, 256, (side, side), dtype=torch.uint8)
     chroma = torch.randint(0, 256, (side // 2, side // 2), dtype=torch.uint8)
     return engine, [luma, chroma, chroma.clone()]
@@ -195,7 +209,7 @@ SECOND_PROCESS = """
 import json, sys, torch, vapoursynth as vs
 from torch._dynamo.utils import counters
 from vsrife import compiled, formats
-from vsrife.engine import Engine, Lanes
+from vsrife.engine import Engine, EngineOptions
 from vsrife.network import IFNet
 from vsrife.variants import architecture
 
@@ -204,7 +218,7 @@ cpu = torch.device("cpu")
 fmt = vs.core.get_video_format(vs.YUV420P8)
 convert = formats.DeviceConverter(fmt, side, side, formats.Colour(formats.Matrix.MATRIX_BT709, True), cpu)
 torch.manual_seed(0)
-engine = Engine(IFNet(architecture("4.26")), cpu, torch.float32, convert, 64, max_cached=4, lanes=Lanes(1, 1))
+engine = Engine(IFNet(architecture("4.26")), cpu, convert, 64, 4, EngineOptions(workers=1, dtype=torch.float32))
 step = compiled.compile_step(engine._prepared, name="prepare", key=("4.26", side, "YUV420P8"), device=cpu)
 gen = torch.Generator().manual_seed(1)
 planes = [torch.randint(0, 256, (s, s), dtype=torch.uint8, generator=gen) for s in (side, side // 2, side // 2)]

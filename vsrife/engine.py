@@ -32,6 +32,7 @@ import torch.nn.functional as F
 import vapoursynth as vs
 
 from . import frames
+from .compiled import CompiledStep, compile_step, compiles
 from .errors import OutOfMemory
 from .formats import DeviceConverter
 from .futures import FutureCache
@@ -257,6 +258,8 @@ class Engine:
         weakref.finalize(self, pool.shutdown, wait=False, cancel_futures=True)
         # batches started before VapourSynth asks for them (its Python callbacks run one at a time)
         self._ahead: FutureCache[tuple, Result] = FutureCache(4 * self.batches_ahead + 4, pool)
+        self._steps: dict[tuple, CompiledStep] = {}  # torch.compile'd steps, shared by the lanes
+        self._steps_lock = threading.Lock()
 
     @property
     def batches_ahead(self) -> int:
@@ -360,8 +363,10 @@ class Engine:
             return lane.download(self._call(lane, ("interpolate", len(ts)), self._in_betweens, inputs))
 
     def _call(self, lane: TorchLane, key: tuple, fn, inputs: list[torch.Tensor]):
-        """``fn(*inputs)`` on ``lane``, from its CUDA graph where the engine uses graphs. A capture that fails
-        (not for want of memory) turns graphs off, said once, and the work runs eagerly."""
+        """``fn(*inputs)`` on ``lane``: compiled where the options say (and the version allows), from its CUDA
+        graph where the engine uses graphs (the graph records the compiled kernels after the warm-up). A
+        capture that fails (not for want of memory) turns graphs off, said once, and the work runs eagerly."""
+        fn = self._compiled(key, fn)
         try:
             return lane.call(key, fn, inputs, self.graphs)
         except CaptureFailed as error:
@@ -371,6 +376,20 @@ class Engine:
                 self.graphs = False
                 print(f"vsrife: CUDA graphs off ({str(error).splitlines()[0]}); running eagerly", file=sys.stderr)
             return fn(*inputs)
+
+    def _compiled(self, key: tuple, fn):
+        """``fn`` torch.compile'd for ``key`` (one compiled step per key, shared by the lanes) where
+        ``options.compile`` asks; 4.0/4.1's in-betweens stay eager (:func:`vsrife.compiled.compiles`)."""
+        if not self.options.compile or (key[0] == "interpolate" and not compiles(self.net.arch)):
+            return fn
+        with self._steps_lock:
+            step = self._steps.get(key)
+            if step is None:
+                net, fmt = self.net, self.convert.fmt
+                identity = (*key, net.arch, net.scale, net.ensemble, fmt.name, self.width, self.height)
+                identity += (str(self.dtype), self.options.channels_last)
+                step = self._steps[key] = compile_step(fn, name=key[0], key=identity, device=self.device)
+            return step
 
     def _in_betweens(self, ts: torch.Tensor, *frame_tensors: torch.Tensor):
         """The network's frames at timesteps ``ts`` (``[B, 1, 1, 1]``) between two frames (their tensors one

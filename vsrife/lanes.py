@@ -28,7 +28,7 @@ import torch
 
 Planes = list[np.ndarray]  # one frame's planes in the clip's own sample type
 TORCH_TYPES = {np.dtype(t): getattr(torch, t) for t in ("uint8", "uint16", "float16", "float32")}
-GRAPH_WARMUPS = 2  # eager runs before a capture: cuDNN chooses its kernels and workspaces there
+GRAPH_WARMUPS = 2  # runs before a capture: cuDNN chooses its kernels there, a compiled step compiles (its 2nd call)
 MAX_KEPT_TIMESTEPS = 256  # timestep tensors each lane keeps on the device
 _CAPTURE = threading.Lock()  # one capture at a time
 
