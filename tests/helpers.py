@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import json
+import re
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +81,19 @@ def smooth_command(*args: str, quiet: bool = False) -> list[str]:
     ours = list(args[: args.index("--")]) if "--" in args else list(args)
     switches = ["--device", "cpu", "--preset", "ultrafast", *(["-q"] if quiet else [])]
     return [VSRIFE, "smooth", *ours, *switches, *args[len(ours) :]]
+
+
+def the_encoder(process: subprocess.Popen, folder: Path, timeout: float = 120) -> int:
+    """The pid of a running ``vsrife smooth``'s encoder, once it exists: the ffmpeg child writing into
+    ``folder``, not the short-lived ffmpeg that checks the codec before any work."""
+    deadline = time.monotonic() + timeout
+    pattern = f"^ffmpeg .*{re.escape(str(folder))}/"
+    while True:
+        found = subprocess.run(["pgrep", "-P", str(process.pid), "-f", pattern], capture_output=True, text=True)
+        if found.stdout.split():
+            return int(found.stdout.split()[0])
+        assert time.monotonic() < deadline and process.poll() is None, "the run never started encoding"
+        time.sleep(0.05)
 
 
 def smooth(*args: str, quiet: bool = False, timeout: float = 900, **run: object) -> subprocess.CompletedProcess:

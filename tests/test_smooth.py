@@ -14,7 +14,17 @@ from pathlib import Path
 
 import pytest
 
-from helpers import BIN, avi_ending_in_empty_slots, bunny_320, ffmpeg, ffprobe, probe, smooth, smooth_command
+from helpers import (
+    BIN,
+    avi_ending_in_empty_slots,
+    bunny_320,
+    ffmpeg,
+    ffprobe,
+    probe,
+    smooth,
+    smooth_command,
+    the_encoder,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -136,14 +146,6 @@ def test_subtitles_and_chapters_are_kept(clips, tmp_path):
         assert [s["codec_name"] for s in info["streams"] if s["codec_type"] == "audio"] == ["aac"]
 
 
-def wait_until_encoding(process: subprocess.Popen) -> None:
-    """Until the run has started its ffmpeg: the graph is built, frames are being made."""
-    deadline = time.monotonic() + 120
-    while not subprocess.run(["pgrep", "-P", str(process.pid), "ffmpeg"], capture_output=True).stdout:
-        assert time.monotonic() < deadline and process.poll() is None, "the run never started encoding"
-        time.sleep(0.2)
-
-
 # Ctrl-C ends a run by killing ffmpeg and the process itself, waiting for nothing in flight: how long that
 # takes does not depend on how fast frames are made (it took 18 s on a slow machine when it waited for them)
 STOP_S = 2.0
@@ -159,7 +161,7 @@ def test_ctrl_c_ends_any_run_at_once(clips, tmp_path, clip, rate):
     process = subprocess.Popen(
         smooth_command(str(clips[clip]), str(out), "--fps", rate), stderr=subprocess.PIPE, text=True
     )
-    wait_until_encoding(process)
+    the_encoder(process, tmp_path)  # the graph is built, frames are being made
     time.sleep(3)  # well into the run: CPU forwards in flight, frames queued
     assert process.poll() is None, "the run ended before it could be interrupted"
     process.send_signal(signal.SIGINT)
@@ -180,7 +182,7 @@ def test_killed_run_leaves_nothing(clips, tmp_path, signum, earlier):
     process = subprocess.Popen(
         smooth_command(str(clips["long"]), str(out), quiet=True), stderr=subprocess.PIPE, text=True
     )
-    wait_until_encoding(process)
+    the_encoder(process, tmp_path)  # the graph is built, frames are being made
     time.sleep(2)
     assert process.poll() is None, "the run ended before it could be killed"
     process.send_signal(signum)

