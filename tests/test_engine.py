@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import re
 import subprocess
 import sys
 import threading
@@ -148,6 +149,26 @@ def test_bench_command_reports_every_figure():
         "peak host memory MiB",
     ):
         assert key in result.stdout
+
+
+def bench_figures(*args: str) -> dict[str, str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "vsrife", "bench", *args], capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr
+    return dict(re.split(r"\s{2,}", line.strip(), maxsplit=1) for line in result.stdout.splitlines() if line.strip())
+
+
+def test_bench_stub_network_is_held_to_its_rate():
+    """The stand-in device of ``bench --stub-network MS`` holds every in-between MS ms on its own clock:
+    however fast the host, no more than 1000/MS in-betweens a second come out of it (a few more may have been
+    made ahead during the warm-up), and its busy share is a share."""
+    figures = bench_figures("--stub-network", "10", "--size", "320x180", "--frames", "96", "--repeats", "1")
+    assert figures["device"] == "stub: 10 ms per in-between on one device queue"
+    interpolated = float(figures["end-to-end interpolated frames/s"])
+    assert 0 < interpolated <= 100 * 1.2
+    assert 0 < float(figures["device busy share"]) <= 1.2
+    assert float(figures["host CPU ms per output frame"]) > 0
 
 
 PATHS = {  # what the pipeline does differently: whole-number factors (VapourSynth's own filters), other ratios
