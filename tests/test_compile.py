@@ -13,6 +13,9 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -191,6 +194,48 @@ def test_a_backend_failure_turns_compile_off_everywhere(fresh_switches, capfd, m
     assert first.compiled_calls == second.compiled_calls == 0
     lines = capfd.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("vsrife: torch.compile off (first: "), lines
+
+
+# how long the eager first call below waits for a compile to start: a compile allowed to start then (the
+# fault) starts within a second; the test passes only after the whole wait, whatever the machine's speed
+COMPILE_START_WAIT_S = 10
+
+
+def test_no_compile_starts_while_the_eager_first_call_runs(fresh_switches, capfd):
+    """Lanes share a step. Its eager first call builds what the step keeps (as the network builds its grids);
+    a compile traced meanwhile in another lane guards on a dictionary that changes under it, and dynamo
+    rejected its own compile: 4.6 fp16 on the CPU ran eagerly. The first call here stays in flight until a
+    compile starts, or for COMPILE_START_WAIT_S: none may start before it has returned."""
+    built: dict[str, torch.Tensor] = {}
+    compile_started = threading.Event()
+    started_during_the_eager_call = []
+
+    def keeps_a_grid(x: torch.Tensor) -> torch.Tensor:
+        if "grid" not in built:
+            if not torch.compiler.is_compiling():
+                started_during_the_eager_call.append(compile_started.wait(COMPILE_START_WAIT_S))
+            built["grid"] = torch.arange(4.0)
+        return x + built["grid"]
+
+    def on_start(_args) -> None:
+        compile_started.set()
+
+    step = compile_step(keeps_a_grid, name="grid-keeping", key=("test",), device=CPU)
+    x = torch.ones(4)
+    torch._dynamo.callback_handler.register_start_callback(on_start)
+    try:
+        with ThreadPoolExecutor(2) as lanes:
+            first = lanes.submit(step, x)
+            while step._eager_calls_left:  # the first call has been taken as the eager one
+                time.sleep(0.01)
+            second = lanes.submit(step, x)
+            assert torch.equal(first.result(), x + torch.arange(4.0))
+            assert torch.equal(second.result(), x + torch.arange(4.0))
+    finally:
+        torch._dynamo.callback_handler.remove_start_callback(on_start)
+    assert started_during_the_eager_call == [False], "a compile started while the eager first call ran"
+    assert compile_started.is_set() and step.compiled and step.compiled_calls == 1
+    assert "torch.compile off" not in capfd.readouterr().err
 
 
 def test_no_triton_on_cuda_runs_eagerly(fresh_switches, capfd, monkeypatch):

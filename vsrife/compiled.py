@@ -4,11 +4,12 @@
 in-betweens of one pair) with ``fullgraph=True`` and ``dynamic=False``, in inductor's default mode with
 ``triton.cudagraphs`` off: it records no CUDA graphs of its own, and the engine captures the compiled
 kernels in its own graphs after its warm-up, as it captures the eager ones. A step's first call runs
-eagerly (:data:`EAGER_FIRST`), its second compiles. A call whose compile fails (Triton missing on CUDA, a
-backend error, a graph break) makes that step eager for good, and a failure that is not a graph break every
-step of the process; each reason is said once, on one line of stderr. 4.0/4.1 decide on the host,
-mid-forward, whether to start over (``arch.retries_large_motion``): their in-betweens break the graph
-exactly there and are not compiled (:func:`compiles`); their prepare step is.
+eagerly (:data:`EAGER_FIRST`), its second compiles once the first has returned. A call whose compile
+fails (Triton missing on CUDA, a backend error, a graph break) makes that step eager for good, and a
+failure that is not a graph break every step of the process; each reason is said once, on one line of
+stderr. 4.0/4.1 decide on the host, mid-forward, whether to start over (``arch.retries_large_motion``):
+their in-betweens break the graph exactly there and are not compiled (:func:`compiles`); their prepare
+step is.
 
 The cache. Inductor keeps what it compiled under ``$TORCHINDUCTOR_CACHE_DIR``: the FX graph cache (the
 generated code, keyed by the graph, which holds the model's structure, shapes, dtypes and layouts, and by
@@ -95,7 +96,16 @@ class CompiledStep:
         self._function = _own_function(fn, f"vsrife_{name.replace('-', '_')}_{_digest(repr(key))[:8]}")
         self._compiled: Callable | None = None  # made on the first compiled call
         self._off = False
+        self._lock = threading.Lock()
         self._eager_calls_left = EAGER_FIRST
+        self._eager_calls_running = 0
+        # Set once the eager first calls have all returned. Lanes share a step: a compile traced while
+        # another lane's eager first call is still building the network's grids guards on a dictionary
+        # that changes under it, and dynamo rejects its own compile ("Guard failed on the same frame it
+        # was created": 4.6 fp16 on the CPU, where that first call takes seconds).
+        self._eager_first_done = threading.Event()
+        if not EAGER_FIRST:
+            self._eager_first_done.set()
         self.compiled_calls = 0  # calls that ran the compiled code
 
     @property
@@ -104,11 +114,16 @@ class CompiledStep:
         return not self._off and _backend_broken is None
 
     def __call__(self, *args):
-        if self._eager_calls_left > 0:
-            self._eager_calls_left -= 1
-            return self.eager(*args)
+        with self._lock:
+            eager_first = self._eager_calls_left > 0
+            if eager_first:
+                self._eager_calls_left -= 1
+                self._eager_calls_running += 1
+        if eager_first:
+            return self._eager_first_call(args)
         if not self.compiled:
             return self.eager(*args)
+        self._eager_first_done.wait()
         try:
             out = self._compiler()(*args)
         except Exception as error:  # any failure to compile means: run eagerly
@@ -118,6 +133,15 @@ class CompiledStep:
             return self.eager(*args)
         self.compiled_calls += 1
         return out
+
+    def _eager_first_call(self, args: tuple):
+        try:
+            return self.eager(*args)
+        finally:
+            with self._lock:
+                self._eager_calls_running -= 1
+                if self._eager_calls_left == 0 and self._eager_calls_running == 0:
+                    self._eager_first_done.set()
 
     def _compiler(self) -> Callable:
         """The compiled function, made the first time (after the checks, and after the cache folder is
