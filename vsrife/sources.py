@@ -17,15 +17,22 @@ BestSource is the source filter, but what it reports is not to be trusted on its
   frames failed, and a wrong decode would have passed); frames are then read frame-threaded, and a frame
   that fails is read again single-threaded, as the message advises. A frame that fails there too means a
   damaged index: it is made again, once.
-- **Its length.** A truncated file decodes to fewer frames than its container declares, without an error:
-  :attr:`Source.declared_frames` tells, so that a caller can say so.
+- **Its length.** A truncated or damaged file decodes to fewer frames than its container declares,
+  without an error: :attr:`Source.declared_frames` tells, so that a caller can say so. What the container
+  declares is what it presents after its edit list: packets an MP4/MOV edit list hides (ffprobe's ``D``
+  flag: those before a stream-copied cut's start, or before 0) are never decoded into frames, by
+  BestSource or by a player, and are not counted. When the decoder delivers another number of frames
+  than the container presents, each frame it delivers keeps its own time (BestSource's index, matched to
+  the packets' timestamps): the first frame starts when it starts, and a frame lost in the middle leaves
+  the one before it shown until the next, as a player shows it, so the sound stays in step.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -45,6 +52,8 @@ RETRY_HINT = "Retry with threads=1"
 INDEX_FOLDER = "bsindex-single-threaded"  # under the vsrife cache; "bsindex" held frame-threaded ones
 # containers whose frame count (ffprobe's nb_frames) counts coded frames only (an AVI's counts empty slots)
 COUNTED_FORMATS = ("mov", "mp4", "m4a", "3gp", "3g2", "mj2")
+# BestSource's timecodes file gives milliseconds with 2 decimals: a frame's time is within this of its packet's
+TIMECODE_PRECISION_S = 1e-5
 
 __all__ = ["RetryingReader", "Source", "SourceError", "StreamTiming", "open_source", "open_video", "probe_times"]
 
@@ -81,10 +90,11 @@ class Source:
 class StreamTiming:
     """What the container says of the video stream's timing."""
 
-    times: FrameTimes  # from the packets' timestamps
+    times: FrameTimes  # from the timestamps of the packets the container presents (after its edit list)
     declared: Fraction | None  # the stream's r_frame_rate, if any
     average: Fraction | None  # its avg_frame_rate, if any
-    frame_count: int | None = None  # the frames the container says it holds, where that counts coded frames
+    frame_count: int | None = None  # the frames the container presents, where it counts coded frames
+    hidden: int = 0  # packets its edit list hides
 
     def constant_rate(self) -> Fraction | None:
         """The rate the frames are evenly spaced at (declared first, then standard rates), or None."""
@@ -120,14 +130,49 @@ def open_source(path: str | os.PathLike[str]) -> Source:
     clip = open_video(path)
     declared = max(stream.times.frames, stream.frame_count or 0)
     if stream.times.frames != clip.num_frames:
-        # the decoder delivers another number of frames than the container holds: its own timing stands
-        rate = clip.fps if clip.fps != 0 else stream.nominal_rate()
-        return Source(_at_rate(clip, rate), rate, None, Fraction(0), declared)
+        decoded = decoded_times(path, stream.times)
+        if decoded is None or decoded.frames != clip.num_frames:  # BestSource cannot say: its rate stands
+            rate = clip.fps if clip.fps != 0 else stream.nominal_rate()
+            start = int(stream.times.starts[0]) * stream.times.timebase
+            return Source(_at_rate(clip, rate), rate, None, start, declared)
+        stream = replace(stream, times=decoded)
     start = int(stream.times.starts[0]) * stream.times.timebase
     rate = stream.constant_rate()
     times = None if rate is not None else stream.times
     rate = rate or stream.nominal_rate()
     return Source(_at_rate(clip, rate), rate, times, start, declared)
+
+
+def decoded_times(path: str | os.PathLike[str], packets: FrameTimes) -> FrameTimes | None:
+    """When each frame the decoder delivers starts, as the packet it came from says (BestSource's index
+    lists them; its timecodes file rounds them to 0.01 ms). A frame lasts until the next one delivered;
+    the last one until the packet after it, or the stream's end. None when BestSource cannot say, or a
+    time matches no packet."""
+    with tempfile.TemporaryDirectory(prefix="vsrife-") as folder:
+        file = Path(folder) / "timecodes.txt"
+        try:
+            bestsource(str(path), threads=1, timecodes=str(file))
+            lines = file.read_text(encoding="utf-8").splitlines()[1:]
+        except (vs.Error, OSError, UnicodeDecodeError):
+            return None
+    try:
+        seconds = np.array([float(line) for line in lines if line.strip()]) / 1000
+    except ValueError:
+        return None
+    at = _nearest_packets(seconds, packets)
+    if at is None or len(at) < 2 or np.any(np.diff(at) <= 0):
+        return None
+    following = int(at[-1]) + 1
+    end = int(packets.starts[following]) if following < packets.frames else packets.end
+    return FrameTimes(packets.starts[at], end, packets.timebase)
+
+
+def _nearest_packets(seconds: np.ndarray, packets: FrameTimes) -> np.ndarray | None:
+    """For each time, the packet that starts at it (within the timecodes' rounding); None if one has none."""
+    starts = packets.starts.astype(np.float64) * float(packets.timebase)
+    after = np.clip(np.searchsorted(starts, seconds), 1, len(starts) - 1)
+    nearer = np.where(np.abs(starts[after] - seconds) < np.abs(starts[after - 1] - seconds), after, after - 1)
+    return nearer if np.all(np.abs(starts[nearer] - seconds) <= TIMECODE_PRECISION_S) else None
 
 
 def _at_rate(clip: vs.VideoNode, rate: Fraction) -> vs.VideoNode:
@@ -152,11 +197,12 @@ def open_video(path: str | os.PathLike[str]) -> vs.VideoNode:
     return RetryingReader(name, primary).clip()
 
 
-def bestsource(path: str, threads: int = 0) -> vs.VideoNode:
-    """BestSource's own clip of ``path`` (``threads`` 0: as many as it likes), its index cached under the
-    vsrife cache (made by this call if missing, with this many threads)."""
+def bestsource(path: str, threads: int = 0, **more: object) -> vs.VideoNode:
+    """BestSource's own clip of ``path`` (``threads`` 0: as many as it likes; ``more``: its other arguments),
+    its index cached under the vsrife cache (made by this call if missing, with this many threads)."""
     # cachemode 2: the index is always written (1 skips small files, which the next open would index again)
-    return vs.core.bs.VideoSource(path, cachemode=2, cachepath=str(cache_dir() / INDEX_FOLDER), threads=threads)
+    folder = str(cache_dir() / INDEX_FOLDER)
+    return vs.core.bs.VideoSource(path, cachemode=2, cachepath=folder, threads=threads, **more)
 
 
 def cached_indexes(path: str | os.PathLike[str]) -> list[Path]:
@@ -215,7 +261,8 @@ class RetryingReader:
 
 
 def probe_times(path: str | os.PathLike[str]) -> StreamTiming:
-    """The first video stream's frame times, from its packets' timestamps (ffprobe; no decoding)."""
+    """The first video stream's frame times, from the timestamps of the packets it presents (ffprobe; no
+    decoding): those its edit list hides are left out, and counted."""
     name = str(path)
     entries = "stream=index,codec_type,time_base,r_frame_rate,avg_frame_rate,nb_frames,start_pts,duration_ts"
     info = ffprobe_json(name, "-show_entries", f"{entries}:stream_disposition=attached_pic:format=format_name")
@@ -226,16 +273,26 @@ def probe_times(path: str | os.PathLike[str]) -> StreamTiming:
     timebase = _fraction(stream.get("time_base"))
     if not timebase:
         raise SourceError(f"{name}: its video stream has no time base")
-    packets = ffprobe(
-        name, "-select_streams", str(stream["index"]), "-show_entries", "packet=pts,dts,duration", "-of", "csv=p=0"
-    )
+    entries = "packet=pts,dts,duration,flags"
+    listing = ffprobe(name, "-select_streams", str(stream["index"]), "-show_entries", entries, "-of", "csv=p=0")
+    packets, hidden = _presented(listing)
     counted = any(f in info.get("format", {}).get("format_name", "").split(",") for f in COUNTED_FORMATS)
+    count = _whole(stream.get("nb_frames")) if counted else None
     return StreamTiming(
         _packet_times(packets, timebase, name, _declared_end(stream)),
         _fraction(stream.get("r_frame_rate")),
         _fraction(stream.get("avg_frame_rate")),
-        _whole(stream.get("nb_frames")) if counted else None,
+        None if count is None else count - hidden,
+        hidden,
     )
+
+
+def _presented(listing: str) -> tuple[list[list[str]], int]:
+    """The packets of ffprobe's ``pts,dts,duration,flags`` listing that the container presents, as fields,
+    and how many its edit list hides (flag ``D``, discard: their frames are decoded for reference only)."""
+    rows = [(line.split(",") + ["", "", "", ""])[:4] for line in listing.splitlines() if line.strip()]
+    shown = [row for row in rows if "D" not in row[3]]
+    return shown, len(rows) - len(shown)
 
 
 def _declared_end(stream: dict) -> int | None:
@@ -244,13 +301,14 @@ def _declared_end(stream: dict) -> int | None:
     return None if duration is None else (start or 0) + duration
 
 
-def _packet_times(csv: str, timebase: Fraction, name: str, declared_end: int | None = None) -> FrameTimes:
+def _packet_times(
+    packets: list[list[str]], timebase: Fraction, name: str, declared_end: int | None = None
+) -> FrameTimes:
     """Presentation times of the packets (pts, else dts), sorted; the end is the last one's plus its
     duration (else the typical spacing), or the stream's declared end where that is at least half a frame
     later (the last frame is then held until it)."""
     times, durations = [], []
-    for line in csv.splitlines():
-        pts, dts, duration = (line.split(",") + ["", "", ""])[:3]
+    for pts, dts, duration, _ in packets:
         stamp = pts if _is_int(pts) else dts
         if _is_int(stamp):
             times.append(int(stamp))

@@ -114,9 +114,10 @@ class Expected:
 class Written:
     """What ffprobe reads back from a written file."""
 
-    frames: int
+    frames: int  # the frames a player shows: packets its edit list hides are not counted
     duration: Fraction
     audio_streams: int
+    hidden: int = 0  # packets its edit list hides
 
 
 @dataclass(frozen=True)
@@ -129,17 +130,19 @@ class Verdict:
 
 
 def read_back(path: Path) -> Written:
-    """Count the video packets (one per frame), measure the video's span, count the audio streams."""
+    """Count the video packets a player decodes into frames (one per frame; not those the edit list hides),
+    measure the video's span, count the audio streams."""
     info = ffprobe_json(path, "-count_packets", "-show_streams")
     video = video_streams(info)
     if not video:
         raise ProbeError(str(path), "it holds no video stream")
     try:
-        duration = probe_times(path).times.duration
+        timing = probe_times(path)
+        duration, hidden = timing.times.duration, timing.hidden
     except SourceError:
-        duration = Fraction(0)
+        duration, hidden = Fraction(0), 0
     audio = sum(1 for s in info["streams"] if s.get("codec_type") == "audio")
-    return Written(int(video[0].get("nb_read_packets", 0)), duration, audio)
+    return Written(int(video[0].get("nb_read_packets", 0)) - hidden, duration, audio, hidden)
 
 
 def judge(path: Path, expected: Expected, log: str) -> Verdict:
@@ -159,7 +162,8 @@ def judge(path: Path, expected: Expected, log: str) -> Verdict:
 def _shortfall(written: Written, expected: Expected) -> str | None:
     """What the file lacks of what a complete output holds; None when nothing."""
     if written.frames == 0 or (expected.exact and written.frames < expected.frames):
-        return f"{written.frames} of {expected.frames} frames written"
+        hidden = f", {written.hidden} more hidden by its edit list" if written.hidden else ""
+        return f"{written.frames} of {expected.frames} frames written{hidden}"
     wanted = expected.frames / expected.rate
     if expected.exact and written.duration < wanted - 1 / expected.rate:
         return f"its video lasts {float(written.duration):.3f} s instead of {float(wanted):.3f} s"
