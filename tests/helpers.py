@@ -1,5 +1,6 @@
 """Helpers shared by the tests: real frames in and out of clips (vsrife.frames), upstream's forward pass
-(vsrife.apps.upstream), ffmpeg and ffprobe, `vsrife smooth` runs and their one-line messages."""
+(vsrife.apps.upstream), ffmpeg and ffprobe, `vsrife smooth` runs and their one-line messages, and the
+float32 rounding that numeric tolerances are derived from."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import vapoursynth as vs
 
-from vsrife import frames
+from vsrife import formats, frames
 from vsrife.apps import upstream
 from vsrife.apps.samples import open_clip
 
@@ -110,6 +111,77 @@ def one_line(stderr: str | subprocess.CompletedProcess, *words: str) -> str:
     for word in words:
         assert word in message, f"{word!r} not in {message!r}"
     return message
+
+
+# Two float32 evaluations of one network that add in other orders (another kernel, batch size, layout,
+# compiler, or upstream's own code) differ by rounding noise no a-priori bound follows usefully through
+# dozens of convolutions and data-dependent warps (γn · Σ|w x| compounds by each layer's Σ|w|). Its size is
+# u times the network's sensitivity on the input, not a property of the machine: ours and upstream's for
+# 4.0/4.6/4.26 on real frames are 2.5e-6 .. 6.6e-6 from upstream run in float64, and all 36 variants' random
+# weights 2.6e-6 at most from upstream's float32, under ATen's default and AVX2 kernels, oneDNN's SSE4.1 and
+# AVX2 ones, without oneDNN, on 1 and 2 threads (an AVX2 CPU). 1e-4 is 15 times the largest, and 1/39 of an
+# 8-bit code: whatever can show in an output fails.
+FP32_NETWORK_TOLERANCE = 1e-4
+FLOAT32_ROUNDOFF = 2.0**-24  # u: the most one float32 rounding (to nearest) moves a value, relative to it
+
+
+def float32_error(magnitude: float | np.ndarray, roundings: int) -> float | np.ndarray:
+    """The most that float32 arithmetic can move a sum of terms whose absolute values add up to ``magnitude``
+    (every partial sum and product lies within it) when each term passes through at most ``roundings``
+    roundings: its constant stored in float32, its products, the additions of the sum in any order, fused or
+    not, so on any kernel of any CPU. γ_n · magnitude, γ_n = nu / (1 − nu) (Higham, *Accuracy and Stability of
+    Numerical Algorithms*, §3.1)."""
+    n = roundings * FLOAT32_ROUNDOFF
+    return magnitude * n / (1 - n)
+
+
+# Σ|w| of Catmull-Rom's normalised taps, all resampling can add up: at most 1.25, enlarging at phase ½
+# (2 · 9/16 + 2 · 1/16); 1.1875 shrinking by 2, 1.17 by 4
+CATMULL_ROM_ABS_SUM = 1.25
+
+
+def chroma_factors(clip: vs.VideoNode) -> list[int]:
+    """The subsampling factor of each axis along which chroma is resampled (none but for subsampled YUV)."""
+    fmt = clip.format
+    return [1 << s for s in (fmt.subsampling_w, fmt.subsampling_h) if s] if fmt.color_family == vs.YUV else []
+
+
+def conversion_roundings(factors: list[int], shrinking: bool) -> int:
+    """The most roundings one term of a converted value passes through, zimg's way or ours: 5 in the 3×3
+    matrix (its coefficient stored, the product, the two other products and an offset added), 2 between code
+    values and 0..1 (a scale, an offset), and per resampled axis its taps + 1 (the weight stored, the
+    product, the other taps added): 4f + 1 taps shrinking by f (Catmull-Rom's support of 2 widened), 5
+    enlarging."""
+    return 7 + sum((4 * f + 1 if shrinking else 5) + 1 for f in factors)
+
+
+def code_scale(clip: vs.VideoNode, plane: int) -> tuple[float, float]:
+    """(offset, span): the code value of v is ``offset + span · v``, v in 0..1 (Y, R, G, B) or −½..½ (chroma),
+    as ITU-R BT.601/709/2100 quantise: limited range 16 + 219 v (and 128 + 219 v for YCgCo's chroma, as zimg
+    does) or 128 + 224 v for chroma, times 2^(bits − 8); full range (2^bits − 1) v, chroma offset
+    2^(bits − 1). Float formats hold v itself."""
+    fmt = clip.format
+    if fmt.sample_type == vs.FLOAT:
+        return 0.0, 1.0
+    colour = formats.colour_of(clip)
+    bits, chroma = fmt.bits_per_sample, fmt.color_family == vs.YUV and plane > 0
+    if not colour.limited:
+        return float(1 << (bits - 1) if chroma else 0), float((1 << bits) - 1)
+    span = 224 if chroma and colour.matrix != vs.MATRIX_YCGCO else 219
+    return float((128 if chroma else 16) << (bits - 8)), float(span << (bits - 8))
+
+
+def rgb_conversion_error(clip: vs.VideoNode, planes: list[np.ndarray]) -> float:
+    """The most float32 can move RGB (0..1) converted from these planes of ``clip`` (zimg's way or ours):
+    :func:`float32_error` of a magnitude of 3 values at most (the largest row of YCbCr → RGB,
+    B = Y + 2 (1 − Kb) Cb, sums to 1 + 2 (1 − Kb) < 3 in absolute value; YCgCo's rows to 3; RGB's and GRAY's
+    to 1), each within (|code| + offset) / span, chroma resampled."""
+    row = 3 if clip.format.color_family == vs.YUV else 1
+    largest = max((np.abs(p.astype(np.float64)).max() + code_scale(clip, k)[0]) / code_scale(clip, k)[1]
+                  for k, p in enumerate(planes))  # fmt: skip
+    factors = chroma_factors(clip)
+    magnitude = row * CATMULL_ROM_ABS_SUM ** len(factors) * largest
+    return float(float32_error(magnitude, conversion_roundings(factors, shrinking=False)))
 
 
 def psnr(a: np.ndarray, b: np.ndarray, peak: float = 1.0) -> float:

@@ -11,7 +11,7 @@ import pytest
 import torch
 import vapoursynth as vs
 
-from helpers import clip_from_array, frame_array, psnr, read_rgb_frames
+from helpers import clip_from_array, frame_array, psnr, read_rgb_frames, rgb_conversion_error
 from vsrife import formats, rife
 from vsrife.errors import ParameterError
 
@@ -121,8 +121,10 @@ def test_working_copy_uses_the_clips_matrix(rgb):
     """A clip tagged BT.601 at HD size is converted with BT.601, not the HD default."""
     clip = to_format(rgb.resize.Bicubic(1280, 720), vs.YUV444P16, matrix_s="170m")
     convert = formats.DeviceConverter(clip.format, 1280, 720, formats.colour_of(clip), torch.device("cpu"))
-    got = convert.to_rgb([torch.from_numpy(p) for p in planes(clip, 0)])[0].numpy()
-    assert np.abs(got - frame_array(to_rgbs(clip, matrix_in_s="170m"), 0)).max() < 1e-6
+    source = planes(clip, 0)
+    got = convert.to_rgb([torch.from_numpy(p) for p in source])[0].numpy()
+    expected = frame_array(to_rgbs(clip, matrix_in_s="170m"), 0)
+    assert np.abs(got - expected).max() <= 2 * rgb_conversion_error(clip, source)  # ours' error and zimg's
 
 
 @pytest.mark.parametrize("matrix", [10, 12, 13, 14])

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import clip_from_array, frame_array, read_rgb_frames, upstream_forward
+from helpers import FP32_NETWORK_TOLERANCE, clip_from_array, frame_array, read_rgb_frames, upstream_forward
 from vsrife import rife
 from vsrife.apps import upstream as reference
 from vsrife.variants import architecture
 
 REAL_MODELS = ["4.0", "4.6", "4.26"]
-TOLERANCE = 1e-4
+TOLERANCE = FP32_NETWORK_TOLERANCE
 
 
 @pytest.fixture(scope="module")

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import clip_from_array, frame_array, read_rgb_frames, upstream_forward
+from helpers import FP32_NETWORK_TOLERANCE, clip_from_array, frame_array, read_rgb_frames, upstream_forward
 from vsrife import MODELS, rife
 from vsrife.apps import upstream as reference
 from vsrife.checkpoints import detect_family, layout_of, load_state_dict, resolve_model
 from vsrife.errors import CheckpointMismatchError, ParameterError
 from vsrife.variants import ARCHITECTURES, families, family_of
 
-TOLERANCE = 1e-4
+TOLERANCE = FP32_NETWORK_TOLERANCE
 
 
 def configurations(model: str) -> list[tuple[float, bool]]:
@@ -53,15 +53,20 @@ def test_variant_equals_upstream(model, upstream, frames, tmp_path):
         assert diff <= TOLERANCE, f"{model} scale={scale} ensemble={ensemble}: max diff {diff}"
 
 
+# large enough that 4.0 retries (the tests check that it does; x20 is, on both crops), no larger: float
+# rounding in the flow is relative to it, so the output's noise grows with the flow's size (at x100 upstream's
+# own fp32 output was 1.0e-4 to 1.5e-4 from a float64 run, by thread count; at x30 ours is 1e-5 and 3e-5 from
+# upstream's fp32, x1's 2.6e-6 times 4 and 12). The tolerance grows with it (3e-3, under one 8-bit code);
+# skipping the retry is 0.73 off.
+FLOW_SCALE = 30
+RETRY_TOLERANCE = FLOW_SCALE * TOLERANCE
+
+
 def retrying_checkpoint(module, path) -> dict:
     """Random 4.0 weights whose early flow is so large that 4.0 takes its restart-at-double-scale path."""
     torch.manual_seed(7)
     state = module.IFNet(1.0, False).state_dict()
-    # large enough that 4.0 retries (the tests check that it does; x20 is, on both crops), no larger: float
-    # rounding in the flow, and so the output's tiny differences from upstream, grow with the flow's size. At
-    # x100 upstream's own fp32 output was 1.0e-4 to 1.5e-4 from a float64 run (by thread count), more than
-    # the tolerance; at x30, 3e-5
-    state["block1.lastconv.weight"] = state["block1.lastconv.weight"] * 30
+    state["block1.lastconv.weight"] = state["block1.lastconv.weight"] * FLOW_SCALE
     torch.save(state, path)
     return state
 
@@ -80,7 +85,7 @@ def test_large_motion_retry_of_4_0_matches_upstream(upstream, frames, tmp_path):
     expected = _run_with(net, img0, img1)
     assert len(calls) == 2, "the test weights must make upstream take its retry path"
     got = frame_array(rife(clip_from_array(frames), model_path=path, device="cpu"), 1)
-    assert np.abs(got - expected).max() <= TOLERANCE
+    assert np.abs(got - expected).max() <= RETRY_TOLERANCE
 
 
 def test_large_motion_retry_at_a_size_upstream_cannot_take(upstream, sample_path, tmp_path):
@@ -95,7 +100,7 @@ def test_large_motion_retry_at_a_size_upstream_cannot_take(upstream, sample_path
         upstream_forward(module, state, img0, img1, 0.5, multiple=32)
     expected = upstream_forward(module, state, img0, img1, 0.5, multiple=64)[0].numpy()
     got = frame_array(rife(clip_from_array(crop), model_path=path, device="cpu"), 1)
-    assert np.abs(got - expected).max() <= TOLERANCE
+    assert np.abs(got - expected).max() <= RETRY_TOLERANCE
 
 
 def _run_with(net, img0, img1) -> np.ndarray:
