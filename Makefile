@@ -47,11 +47,13 @@ test: setup apt-lists
 	$(PY) -m vsrife samples fetch >/dev/null
 	$(PY) -m pytest
 
+# INPUT and OUTDIR are the caller's: relative ones are taken from the folder make was started in ($(PWD),
+# which `make -C DIR` leaves as it was), not from the repository
 demo: setup
 	$(PY) -m vsrife weights fetch -q $(MODEL)
 	@input="$(INPUT)"; if [ -z "$$input" ]; then input=$$($(PY) -m vsrife samples fetch bigbuckbunny); fi; \
-	name=$$(basename "$${input%.*}"); mkdir -p $(OUTDIR); \
-	examples/demo.sh "$$input" "$(FPS)" "$(OUTDIR)/$${name}_$(subst /,-,$(FPS))fps.mkv" "$(MODEL)"
+	cd "$(or $(PWD),$(CURDIR))"; name=$$(basename "$${input%.*}"); mkdir -p "$(OUTDIR)"; \
+	"$(CURDIR)/examples/demo.sh" "$$input" "$(FPS)" "$(OUTDIR)/$${name}_$(subst /,-,$(FPS))fps.mkv" "$(MODEL)"
 
 # What a CUDA machine without network needs for tools/gpu_check.sh (at most 60 MiB, git-ignored).
 gpu-bundle: setup

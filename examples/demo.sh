@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # usage: examples/demo.sh INPUT FPS OUTPUT [MODEL]
 # Runs examples/convert_fps.vpy through vspipe into ffmpeg (x264 crf 18, audio copied from INPUT),
-# writes OUTPUT only when everything succeeded, and prints the speed reached.
+# writes OUTPUT only when everything succeeded, and prints the speed reached. Paths are the caller's:
+# vspipe runs the script from the script's own folder, so INPUT is handed to it as an absolute path.
 set -euo pipefail
 input=$1 fps=$2 output=$3 model=${4:-}
+[ -f "$input" ] || { echo "demo.sh: $input: no such file (in $PWD)" >&2; exit 1; }
+input=$(cd "$(dirname "$input")" && pwd)/$(basename "$input")
 here=$(cd "$(dirname "$0")" && pwd)
 partial="$(dirname "$output")/.$(basename "$output").partial.mkv"
 trap 'rm -f "$partial"' EXIT

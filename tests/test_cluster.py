@@ -372,16 +372,44 @@ def test_driver_stopped_by_sigterm_keeps_finished_chunks_and_stops_ray(clips, tm
     assert not run.leftovers(), "Ray processes outlived the run"
 
 
+def test_sigint_inherited_as_ignored_stops_the_job_and_output_is_held_meanwhile(clips, tmp_path, reaper):
+    """`vsrife smooth … --workers 2 &` from a script starts with SIGINT ignored; it ran to its end (exit 0)
+    where a single-process run stops. Stopped before any chunk was finished (the task is held still), it
+    keeps nothing and says so in full (it said "interrupted; nothing"). While it runs, OUTPUT is its own."""
+    out = tmp_path / "stopped.mkv"
+    args = [str(clips["cuts"]), str(out), "--fps", "60", "--codec", "ffv1", "--workers", "2", "--chunk-seconds", "100"]
+    run = Watched(["bash", "-c", 'trap "" INT; exec "$@"', "-", *smooth_command(*args)])  # as `&` in a script
+    try:
+
+        def rendering() -> list[int]:
+            return [pid for pid in descendants(run.process.pid) if title(pid).startswith("ray::render_chunk")]
+
+        run.wait_for(rendering)
+        for pid in rendering():  # the one chunk cannot finish
+            os.kill(pid, signal.SIGSTOP)
+        other = smooth(str(clips["cuts"]), str(out), "--fps", "50")
+        assert other.returncode == 1
+        one_line(other, f"{out}: another vsrife run (process {run.process.pid}) is writing it")
+        run.process.send_signal(signal.SIGINT)
+        code, stderr, _ = run.finish(timeout=120)
+    finally:
+        reaper |= run.seen | {run.process.pid}
+    assert code == 130, stderr
+    assert stderr.strip().splitlines()[-1] == "vsrife smooth: interrupted; no output written"
+    assert list(tmp_path.iterdir()) == []  # no OUTPUT, no state folder, no lock
+    assert not run.leftovers(), "Ray processes outlived the run"
+
+
 def test_chunk_failing_three_times_stops_the_job(clips, tmp_path, reaper):
+    """An encoder argument after -- that only the encoder refuses (options of our own are checked first)."""
     out = tmp_path / "never.mkv"
-    run = Watched(
-        smooth_command(str(clips["cuts"]), str(out), "--codec", "nosuchcodec", "--workers", "2", *SMALL_CHUNKS, "-q")
-    )
+    args = [str(clips["cuts"]), str(out), "--workers", "2", *SMALL_CHUNKS, "-q", "--", "-profile:v", "nosuchprofile"]
+    run = Watched(smooth_command(*args))
     code, stderr, _ = run.finish()
     reaper |= run.seen
     assert code == 1
     line = one_line(stderr)
-    assert re.search(r"chunk \d+ \(output frames \d+-\d+\) failed 3 times: .*nosuchcodec", line), line
+    assert re.search(r"chunk \d+ \(output frames \d+-\d+\) failed 3 times: .*nosuchprofile", line), line
     assert list(tmp_path.iterdir()) == []  # no OUT, and no state folder: no chunk was finished
     assert not run.leftovers()
 
@@ -402,6 +430,8 @@ def free_port() -> int:
         (["--cluster", "127.0.0.1:{port}"], "no Ray cluster answers at 127.0.0.1:"),
         (["--cluster", "ray://127.0.0.1:{port}"], "no Ray cluster answers at ray://127.0.0.1:"),
         (["--workers", "2", "--dry-run"], "leave out --workers and --cluster"),
+        (["--workers", "2", "--crf", "-5"], "--crf -5: libx264 takes 0 (best) to 51"),
+        (["--workers", "2", "--fps", "2000"], "--fps 2000: .mkv times frames in whole milliseconds"),
     ],
 )
 def test_bad_setup_is_one_line_within_seconds(clips, tmp_path, extra, message):

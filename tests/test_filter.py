@@ -145,3 +145,26 @@ def test_missing_weights_say_how_to_fetch(monkeypatch, tmp_path):
     with pytest.raises(WeightsNotFoundError, match=r"python -m vsrife weights fetch 4\.26"):
         rife(two_frames, device="cpu")
     assert not any(tmp_path.iterdir()), "nothing is downloaded unless asked"
+
+
+# float64 sums of a few terms near 10 s: a few units in the last place, far below 1e-12 s
+ABSOLUTE_TIME_TOLERANCE = 1e-12
+
+
+@pytest.mark.parametrize(
+    ("timing", "expected_frames"),
+    [({"factor_num": 4}, 20), ({"fps_num": 40, "timecodes": [0, 0.1, 0.15, 0.3, 0.35]}, 16)],
+    ids=["constant-rate-x4", "timecodes-to-40"],
+)
+def test_every_output_frame_carries_its_own_absolute_time(frames, timing, expected_frames):
+    """``_AbsoluteTime`` (a source filter's frame time) of output frame n is the source's first time plus
+    n / output rate: in-betweens, frames shown in place of one, and the frames after the last source frame
+    alike (they kept the left or nearer source frame's time)."""
+    starts = timing.get("timecodes") or [n / 24 for n in range(len(frames))]
+    clip = clip_from_array(frames)
+    clip = clip.std.ModifyFrame(clip, lambda n, f: _with_prop(f, "_AbsoluteTime", 10.0 + starts[n]))
+    out = rife(clip, model="4.6", device="cpu", **timing)
+    rate = out.fps
+    assert out.num_frames == expected_frames
+    times = [out.get_frame(n).props["_AbsoluteTime"] for n in range(out.num_frames)]
+    assert times == pytest.approx([10.0 + n / rate for n in range(out.num_frames)], abs=ABSOLUTE_TIME_TOLERANCE)

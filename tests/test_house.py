@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from vsrife import __version__
+
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 
@@ -128,3 +130,28 @@ def test_sdist_holds_what_the_tests_need(tmp_path):
     collected = run(PYTHON, "-m", "pytest", "--collect-only", "-q", "tests", cwd=unpacked, env=env)
     assert collected.returncode == 0, collected.stdout[-2000:]
     assert " tests collected" in collected.stdout or "tests collected" in collected.stdout
+
+
+def readme_shell_lines() -> list[str]:
+    """The lines of the README's ``sh`` code blocks."""
+    blocks = re.findall(r"^```sh\n(.*?)^```", (ROOT / "README.md").read_text(), re.MULTILINE | re.DOTALL)
+    return [line for block in blocks for line in block.splitlines()]
+
+
+def test_readme_installs_this_project_not_its_namesake_on_pypi(tmp_path):
+    """`pip install vsrife` fetches HolyWu's vs-rife 5.7.0, another project under the same name: every install
+    the README gives names a folder of this project (or other packages), and the README says how the two
+    relate. The documented command, run from the folder above the clone, installs this project."""
+    installs = [line.split("#")[0].split()[2:] for line in readme_shell_lines() if line.startswith("pip install")]
+    requirements = [word.strip("'\"") for words in installs for word in words if not word.startswith("-")]
+    assert requirements, "the README gives no install command"
+    assert not [r for r in requirements if re.fullmatch(r"vsrife(\[[\w,]+\])?([<>=!~].*)?", r)], requirements
+    readme = (ROOT / "README.md").read_text()
+    assert "HolyWu's vs-rife (5.7.0)" in readme and "drop-in" in readme
+    documented = next(r for r in requirements if r.startswith("./"))
+    own = documented.replace("./vsrife", f"./{ROOT.name}", 1)  # the clone's folder, under whatever name
+    site = tmp_path / "site"
+    result = run(PYTHON, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), own, cwd=ROOT.parent)
+    assert result.returncode == 0, result.stderr
+    [metadata] = site.glob("vsrife-*.dist-info/METADATA")
+    assert f"\nVersion: {__version__}\n" in metadata.read_text()

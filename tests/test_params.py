@@ -51,6 +51,17 @@ def test_each_bad_value_is_one_clear_error_of_the_right_kind(clip, kwargs, error
     assert len(str(caught.value).splitlines()) == 1
 
 
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"factor_num": 2.0}, {"factor_num": 4.0, "factor_den": 2.0}, {"fps_num": 48.0}, {"fps_num": 48.0, "fps_den": 1.0}],
+)
+def test_rate_terms_given_as_whole_floats_are_taken(clip, kwargs):
+    """Scripts compute rates (``fps * 2.0``): a float that is a whole number is that number, as an int would be."""
+    out = rife(clip, model="4.6", device="cpu", **kwargs)
+    assert (out.num_frames, out.fps) == (6, 48)
+    assert out.get_frame(1).props["RifeTimestep"] == 0.5
+
+
 def test_arguments_after_the_clip_are_keywords_only(clip):
     """HolyWu's second positional parameter is device_index, ours would be the model: refuse rather than
     guess."""

@@ -157,9 +157,9 @@ STOP_S = 2.0
     ids=["film", "1e7-fps", "1e9-fps-millions-of-frames-per-pair"],
 )
 def test_ctrl_c_ends_any_run_at_once(clips, tmp_path, clip, rate):
-    out = tmp_path / "never.mkv"
+    out = tmp_path / "never.mp4"  # MP4's clock times any rate (Matroska's: whole milliseconds)
     process = subprocess.Popen(
-        smooth_command(str(clips[clip]), str(out), "--fps", rate), stderr=subprocess.PIPE, text=True
+        smooth_command(str(clips[clip]), str(out), "--fps", rate, "--max-fps", rate), stderr=subprocess.PIPE, text=True
     )
     the_encoder(process, tmp_path)  # the graph is built, frames are being made
     time.sleep(3)  # well into the run: CPU forwards in flight, frames queued
@@ -236,7 +236,9 @@ def test_dry_run_prints_a_pipeline_that_runs(clips, tmp_path):
         (lambda d: d / "missing.mp4", "no such file"),
         (lambda d: (d / "text.mp4").write_text("not a video") and d / "text.mp4", "cannot be read as a video"),
         (lambda d: _audio_only(d), "has no video stream"),
+        (lambda d: _audio_with_cover_art(d), "has no video stream, only a cover picture (mjpeg)"),
     ],
+    ids=["missing", "text", "audio-only", "mkv-audio-with-cover-art"],
 )
 def test_bad_input_is_one_clear_line(tmp_path, make, message):
     source = make(tmp_path)
@@ -251,6 +253,16 @@ def _audio_only(folder: Path) -> Path:
     path = folder / "tone.m4a"
     ffmpeg("-f", "lavfi", "-i", "sine=frequency=440:duration=1", "-c:a", "aac", str(path))
     return path
+
+
+def _audio_with_cover_art(folder: Path) -> Path:
+    """A song with its cover as ffmpeg writes one into Matroska: a one-frame MJPEG video track (Matroska has
+    no cover flag, so ffprobe does not call it an attached picture)."""
+    cover, song = folder / "cover.jpg", folder / "song.mkv"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=s=64x64", "-frames:v", "1", str(cover))
+    ffmpeg("-f", "lavfi", "-i", "sine=duration=1", "-i", str(cover), "-map", "0", "-map", "1", "-c:a", "flac",
+           "-c:v", "copy", "-disposition:v", "attached_pic", str(song))  # fmt: skip
+    return song
 
 
 # --- what a user's files bring: colour, odd sizes, cut files, empty slots, late video ----------------------
@@ -389,3 +401,84 @@ def test_a_plain_run_removes_a_stale_spread_render_state(clips, tmp_path):
     result = smooth(str(clips["silent"]), str(out))
     assert result.returncode == 0, result.stderr
     assert not state.exists() and f"removed {state}" in result.stderr
+
+
+def test_factor_on_an_avi_with_empty_slots_doubles_the_rate_players_show(tmp_path):
+    """A 15 fps AVI that holds a frame in every sixth slot, the others empty (each frame held on screen):
+    players show 15 fps, so --factor 2 is 30 fps, not twice the 2.5 fps of the frames present (it was 5)."""
+    avi = tmp_path / "slots.avi"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=s=64x48:r=15:d=4", "-vf", r"select=not(mod(n\,6))", "-fps_mode",
+           "passthrough", "-c:v", "mpeg4", str(avi))  # fmt: skip
+    source = video(probe(avi))
+    assert Fraction(source["r_frame_rate"]) == 15 and int(source["nb_read_frames"]) == 10
+    seconds = int(source["duration_ts"]) * Fraction(source["time_base"])  # 55 slots of 1/15 s
+    out = tmp_path / "out.mkv"
+    result = smooth(str(avi), str(out), "--factor", "2", "--model", "4.6", quiet=True)
+    assert result.returncode == 0, result.stderr
+    written = video(probe(out))
+    assert Fraction(written["r_frame_rate"]) == 30
+    assert int(written["nb_read_frames"]) == math.ceil(seconds * 30) == 110
+
+
+def test_the_video_track_is_marked_default_as_plain_ffmpeg_marks_it(clips, tmp_path):
+    """Matroska marked the video track not-default (the y4m pipe brings no disposition)."""
+    plain = tmp_path / "plain.mkv"
+    ffmpeg("-i", str(clips["audio"]), "-c", "copy", str(plain))
+    out = tmp_path / "out.mkv"
+    assert smooth(str(clips["audio"]), str(out), "--fps", "50", "--model", "4.6", quiet=True).returncode == 0
+
+    def default_flags(path: Path) -> dict[str, int]:
+        return {s["codec_type"]: s["disposition"]["default"] for s in probe(path)["streams"]}
+
+    assert default_flags(out) == default_flags(plain) == {"video": 1, "audio": 1}
+
+
+def starts(path: Path) -> dict[str, Fraction]:
+    return {s["codec_type"]: Fraction(s["start_time"]) for s in probe(path)["streams"]}
+
+
+def test_a_late_video_start_is_kept_exact_where_the_container_can(tmp_path):
+    """Video 23 ms after the audio, with chapters: Matroska times in milliseconds, so the output's video starts
+    23 ms after its audio too (it started one 60 fps frame, 17 ms, after); chapters and audio as they were."""
+    chapters = tmp_path / "chapters.txt"
+    chapters.write_text(
+        ";FFMETADATA1\n[CHAPTER]\nTIMEBASE=1/1000\nSTART=0\nEND=500\ntitle=One\n"
+        "[CHAPTER]\nTIMEBASE=1/1000\nSTART=500\nEND=1000\ntitle=Two\n"
+    )
+    picture, film = tmp_path / "picture.mkv", tmp_path / "late.mkv"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=s=64x36:r=25:d=1", "-c:v", "ffv1", str(picture))
+    # offset in Matroska's milliseconds (offsetting the lavfi input would round it to 1/25 s)
+    ffmpeg("-itsoffset", "0.023", "-i", str(picture), "-f", "lavfi", "-i", "sine=duration=1.1", "-i", str(chapters),
+           "-map", "0:v", "-map", "1:a", "-map_chapters", "2", "-c:v", "copy", "-c:a", "pcm_s16le",
+           str(film))  # fmt: skip
+    source = starts(film)
+    assert source["video"] - source["audio"] == Fraction(23, 1000)
+    out = tmp_path / "out.mkv"
+    result = smooth(str(film), str(out), "--fps", "60", "--model", "4.6", quiet=True)
+    assert result.returncode == 0, result.stderr
+    written = starts(out)
+    assert written["video"] - written["audio"] == Fraction(23, 1000)
+    before, after = probe(film), probe(out)
+    assert [(c["start_time"], c["end_time"]) for c in after["chapters"]] == [
+        (c["start_time"], c["end_time"]) for c in before["chapters"]
+    ]
+    audio = [[s["nb_read_frames"] for s in info["streams"] if s["codec_type"] == "audio"] for info in (before, after)]
+    assert audio[0] == audio[1] != []
+
+
+def test_a_run_under_nohup_outlives_the_terminal(clips, tmp_path):
+    """nohup leaves SIGHUP ignored for its command: the hangup of a closed terminal must not stop the run (it
+    stopped it, exit status 130)."""
+    out = tmp_path / "out.mkv"
+    process = subprocess.Popen(
+        ["nohup", *smooth_command(str(clips["audio"]), str(out), "--fps", "50", "--model", "4.6", quiet=True)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    the_encoder(process, tmp_path)  # the run is rendering
+    process.send_signal(signal.SIGHUP)
+    _, stderr = process.communicate(timeout=900)
+    assert process.returncode == 0, stderr
+    assert int(video(probe(out))["nb_read_frames"]) == 100

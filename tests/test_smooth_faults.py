@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import os
 import re
 import resource
@@ -261,7 +262,7 @@ def test_input_named_like_an_option(phone, tmp_path):
         (("--scale", "abc"), ("--scale", "not a number")),
         (("--scale", "3"), ("--scale", "0.25, 0.5, 1.0, 2.0, 4.0")),
         (("--static-threshold", "2"), ("--static-threshold", "0 to 1")),
-        (("--fps", "1000000000000"), ("--fps: the output would have", "2147483647")),  # the library's check
+        (("--fps", "1e12", "--max-fps", "1e12"), ("--fps: the output would have", "2147483647")),  # the library's
         (("--factor", "1"), ("--factor: the same rate changes nothing", "only with --dedup")),  # the library's
     ],
     ids=[
@@ -306,6 +307,61 @@ def _still_image(folder: Path) -> Path:
     path = folder / "still.png"
     ffmpeg("-f", "lavfi", "-i", "testsrc2=s=64x36", "-frames:v", "1", str(path))
     return path
+
+
+def refused_before_any_work(phone: Path, folder: Path, output: str, *args: str) -> subprocess.CompletedProcess:
+    """A run that must end before the source filter indexes anything, leaving nothing in ``folder`` (``args``
+    last: smooth_command's own --preset would come after them)."""
+    cache = folder / "cache"
+    command = [VSRIFE, "smooth", str(phone), str(folder / output), "--device", "cpu", "-q", *args]
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, env={**os.environ, "VSRIFE_CACHE_DIR": str(cache)}
+    )
+    assert result.returncode == 1
+    assert not list(cache.rglob("*.bsindex"))
+    assert [p.name for p in folder.iterdir() if p != cache] == []
+    return result
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (("--preset", "bogus"), ("--preset bogus: not a preset name", "ultrafast", "veryslow")),
+        (("--crf", "-5"), ("--crf -5: libx264 takes 0 (best) to 51",)),
+        (("--crf", "70", "--codec", "libvpx-vp9"), ("--crf 70: libvpx-vp9 takes 0 (best) to 63",)),
+        (("--pix-fmt", "bogus"), ("--pix-fmt bogus: libx264 takes yuv420p, ", "yuv444p10le")),
+        (("--pix-fmt", "rgb24"), ("--pix-fmt rgb24: libx264 takes yuv420p, ",)),  # a format, not this encoder's
+    ],
+    ids=["preset-bogus", "crf-minus-5", "vp9-crf-70", "pix-fmt-bogus", "pix-fmt-rgb24-for-x264"],
+)
+def test_an_encoder_option_the_encoder_does_not_take_is_refused_before_any_work(phone, tmp_path, args, words):
+    """They ended in "encoding failed …" once the source was indexed and the model loaded."""
+    one_line(refused_before_any_work(phone, tmp_path, "out.mkv", *args), "vsrife smooth: ", *words)
+
+
+@pytest.mark.parametrize(
+    ("output", "args", "words"),
+    [
+        ("out.mkv", ("--fps", "2000"), ("--fps 2000: .mkv times frames in whole milliseconds, so at most 1000 fps",)),
+        ("out.webm", ("--factor", "100"),
+         ("--factor 100 (30000/1001 (29.970) fps × 100 = 3000000/1001 (2997.003) fps): .webm times frames in",)),
+        ("out.ts", ("--fps", "100000"), ("--fps 100000: .ts times frames in ticks of 1/90000 s, so at most 90000",)),
+        ("out.mp4", ("--fps", "1e9"), ("--fps 1000000000: {frames} frames planned for {seconds:.2f} s of video",
+                                       "rates above 1000 fps are refused unless --max-fps allows them")),
+        ("out.mp4", ("--fps", "2000", "--max-fps", "1500"), ("--fps 2000: {frames} frames planned", "above 1500 fps")),
+    ],
+    ids=["mkv-2000", "webm-factor-100", "mpegts-100000", "mp4-1e9", "mp4-2000-over-max-fps-1500"],
+)  # fmt: skip
+def test_a_rate_the_container_cannot_time_or_far_above_the_source_is_refused_before_any_work(
+    phone, tmp_path, output, args, words
+):
+    """--fps 2000 into MKV "succeeded" with 249 duplicate timestamps in 500 frames; --fps 1e9 planned 10⁹ frames
+    a second and ran until killed. The planned frames are counted from the duration ffprobe gives."""
+    info = json.loads(ffprobe(phone, "-show_entries", "stream=duration", "-of", "json"))
+    seconds = Fraction(info["streams"][0]["duration"])
+    frames = math.ceil(seconds * Fraction(args[1]))
+    words = [word.format(frames=frames, seconds=float(seconds)) for word in words]
+    one_line(refused_before_any_work(phone, tmp_path, output, *args), "vsrife smooth: ", *words)
 
 
 def test_an_encoder_ffmpeg_lacks_is_refused_before_the_source_is_opened(phone, tmp_path):
@@ -477,34 +533,35 @@ def has_ended(pid: int) -> bool:
     return state in ("Z", "X")  # a zombie has ended; its reaper may be slow
 
 
-def test_sigkilled_runs_temporary_is_removed_by_the_next_run_but_a_running_ones_is_not(small_bunny, phone, tmp_path):
+def test_one_run_per_output_and_a_killed_run_neither_blocks_nor_litters(small_bunny, phone, tmp_path):
+    """Two runs to one OUTPUT both said "wrote" and the first result was lost: the second is refused while the
+    first holds OUTPUT. A SIGKILLed run cannot clean up: its lock ends with it, and the next run removes its
+    temporary and the lock file."""
     out = tmp_path / "out.mp4"
-    killed = start_smooth(small_bunny, out)
-    running = None
+    first = start_smooth(small_bunny, out)
     try:
-        wait_for(lambda: temporaries(tmp_path, out.name), "the first run's temporary")
+        encoder = the_encoder(first, tmp_path)
         [abandoned] = temporaries(tmp_path, out.name)
-        assert f".{killed.pid}." in abandoned.name
-        running = start_smooth(small_bunny, out)
-        wait_for(lambda: len(temporaries(tmp_path, out.name)) == 2, "the second run's temporary")
-        [live] = [p for p in temporaries(tmp_path, out.name) if p != abandoned]
-        encoder = the_encoder(killed, tmp_path)
-        killed.send_signal(signal.SIGKILL)
-        killed.wait(timeout=30)
+        assert f".{first.pid}." in abandoned.name
+        first.send_signal(signal.SIGSTOP)  # it holds OUTPUT for as long as the second run takes
+        second = smooth(str(phone), str(out), "--fps", "50")
+        first.send_signal(signal.SIGCONT)
+        assert second.returncode == 1
+        one_line(second, f"vsrife smooth: {out}: another vsrife run (process {first.pid}) is writing it")
+        assert temporaries(tmp_path, out.name) == [abandoned] and not out.exists()
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
         # its ffmpeg sees the end of its input, finishes the file and ends
         wait_for(lambda: has_ended(encoder), "the killed run's ffmpeg to end")
         assert abandoned.exists(), "SIGKILL cannot be handled: the temporary stays"
         result = smooth(str(phone), str(out))
         assert result.returncode == 0, result.stderr
-        assert running.poll() is None, "the concurrent run ended too soon to tell"
-        assert temporaries(tmp_path, out.name) == [live]
         assert frames_and_streams(out) == (65, ["video"])
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4"]
     finally:
-        for process in (killed, running):
-            if process is not None and process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                process.communicate(timeout=60)
-    assert temporaries(tmp_path, out.name) == [], "a run stopped by SIGTERM removes its temporary"
+        if first.poll() is None:
+            first.kill()
+            first.communicate(timeout=60)
 
 
 # --- the read-back check, on real files -----------------------------------------------------------------

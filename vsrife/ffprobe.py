@@ -6,6 +6,7 @@ import json
 import os
 import re
 import subprocess
+from fractions import Fraction
 
 from .errors import SourceError
 
@@ -58,6 +59,16 @@ def ffprobe_json(path: str | os.PathLike[str], *args: str) -> dict:
     info = json.loads(ffprobe(path, *args, "-of", "json") or "{}")
     info.setdefault("streams", [])
     return info
+
+
+def positive_number(text: str | None) -> Fraction | None:
+    """A number as ffprobe writes one (``30000/1001``, ``4.000000``) when it is above 0, else None (``0/0``,
+    ``N/A``, nothing)."""
+    try:
+        value = Fraction(text) if text else None
+    except (ValueError, ZeroDivisionError):
+        return None
+    return value if value and value > 0 else None
 
 
 def video_streams(info: dict) -> list[dict]:

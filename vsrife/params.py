@@ -81,6 +81,14 @@ def whole_number(name: str, value: object, minimum: int) -> int:
     return value
 
 
+def rate_term(name: str, value: object) -> int:
+    """A term of a rate (``factor_num`` … ``fps_den``): a whole number of at least 1. A float that is a whole
+    number (``2.0``, as scripts compute rates) is taken as that number; ``2.5`` is refused."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return whole_number(name, value, 1)
+
+
 def number_in(name: str, value: object, low: float, high: float, allowed: str, low_open: bool = False) -> float:
     """``value`` as a number within ``low``..``high`` (above ``low`` when ``low_open``)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -129,12 +137,12 @@ class RateRequest:
 
 
 def rate_request(factor_num: object, factor_den: object, fps_num: object, fps_den: object) -> RateRequest:
-    factor = Fraction(whole_number("factor_num", factor_num, 1), whole_number("factor_den", factor_den, 1))
+    factor = Fraction(rate_term("factor_num", factor_num), rate_term("factor_den", factor_den))
     if fps_num is None and fps_den is not None:
         raise ParameterError("give fps_num too when fps_den is set (fps_den defaults to 1)", param="fps_num")
     if fps_num is None:
         return RateRequest(factor, None)
-    fps = Fraction(whole_number("fps_num", fps_num, 1), whole_number("fps_den", 1 if fps_den is None else fps_den, 1))
+    fps = Fraction(rate_term("fps_num", fps_num), rate_term("fps_den", 1 if fps_den is None else fps_den))
     return RateRequest(factor, fps)
 
 

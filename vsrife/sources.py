@@ -8,7 +8,8 @@ BestSource is the source filter, but what it reports is not to be trusted on its
   ffprobe (packets only, no decoding) instead: frames evenly spaced at a declared or standard rate make a
   constant-rate source at exactly that rate; otherwise the timestamps themselves are the timing. Where the
   stream declares a longer duration than its last packet reaches (an AVI's empty frame slots at its end),
-  the last frame is held until then.
+  the last frame is held until then. An AVI with empty slots elsewhere runs at its declared rate (what
+  players show), its frames placed by their times.
 - **Its reads.** Frame-threaded decoding is not always deterministic: FFmpeg's Theora decoder, for one,
   now and then returns other pictures for frames 549–552 of the FreeCol film (single-threaded it never
   does). BestSource checks every frame against the hash its index recorded and fails one that differs
@@ -41,7 +42,7 @@ import vapoursynth as vs
 
 from .download import cache_dir
 from .errors import SourceError, one_line
-from .ffprobe import ffprobe, ffprobe_json, video_streams
+from .ffprobe import ffprobe, ffprobe_json, positive_number, video_streams
 from .timing import FrameTimes
 
 # rates tried when the container's declared ones do not fit its timestamps
@@ -54,6 +55,9 @@ INDEX_FOLDER = "bsindex-single-threaded"  # under the vsrife cache; "bsindex" he
 COUNTED_FORMATS = ("mov", "mp4", "m4a", "3gp", "3g2", "mj2")
 # BestSource's timecodes file gives milliseconds with 2 decimals: a frame's time is within this of its packet's
 TIMECODE_PRECISION_S = 1e-5
+# containers that time video in slots of the declared rate: an empty slot is a dropped frame, the one before it
+# stays on screen, so players show the declared rate whatever the frames present
+SLOT_FORMATS = ("avi",)
 
 __all__ = ["RetryingReader", "Source", "SourceError", "StreamTiming", "open_source", "open_video", "probe_times"]
 
@@ -95,9 +99,19 @@ class StreamTiming:
     average: Fraction | None  # its avg_frame_rate, if any
     frame_count: int | None = None  # the frames the container presents, where it counts coded frames
     hidden: int = 0  # packets its edit list hides
+    slotted: bool = False  # the container times video in slots of the declared rate (SLOT_FORMATS)
+
+    @property
+    def empty_slots(self) -> bool:
+        """Some of the declared rate's slots hold no frame (an AVI's dropped frames, at any place)."""
+        return self.slotted and self.declared is not None and not self.times.fits_rate(self.declared)
 
     def constant_rate(self) -> Fraction | None:
-        """The rate the frames are evenly spaced at (declared first, then standard rates), or None."""
+        """The rate the frames are evenly spaced at (declared first, then standard rates), or None. Frames in
+        slots with empty ones between are placed by their times at the declared rate, not read as a
+        constant rate of the frames present (a 15 fps AVI holding every sixth frame is not 2.5 fps)."""
+        if self.empty_slots:
+            return None
         candidates = [r for r in (self.declared, self.average, *STANDARD_RATES, self._spacing_rate()) if r]
         return next((rate for rate in candidates if self.times.fits_rate(rate) and self._ends_on_time(rate)), None)
 
@@ -107,8 +121,10 @@ class StreamTiming:
         return abs(self.times.duration - self.times.frames * frame) <= frame / 2
 
     def nominal_rate(self) -> Fraction:
-        """The rate a variable-rate stream is said to run at: its declared rate where that is within 10 %
-        of its typical frame spacing, else that spacing as a rate."""
+        """The rate a variable-rate stream is said to run at: its declared rate where players show it (frames
+        in slots of it) or where it is within 10 % of its typical frame spacing, else that spacing as a rate."""
+        if self.empty_slots:
+            return self.declared
         spacing_rate = self._spacing_rate() or self.declared or Fraction(1)
         for rate in (self.declared, self.average):
             if rate and abs(rate - spacing_rate) <= spacing_rate / 10:
@@ -126,6 +142,8 @@ def open_source(path: str | os.PathLike[str]) -> Source:
     """``path`` through BestSource at its true timing (see the module's notes); one clear error if it cannot
     be read as a video. The container is read first (quick): a file that is no video is refused before
     BestSource indexes it."""
+    if not os.path.exists(path):
+        raise SourceError(_no_such_file(os.fspath(path)))
     stream = probe_times(path)
     clip = open_video(path)
     declared = max(stream.times.frames, stream.frame_count or 0)
@@ -173,6 +191,15 @@ def _nearest_packets(seconds: np.ndarray, packets: FrameTimes) -> np.ndarray | N
     after = np.clip(np.searchsorted(starts, seconds), 1, len(starts) - 1)
     nearer = np.where(np.abs(starts[after] - seconds) < np.abs(starts[after - 1] - seconds), after, after - 1)
     return nearer if np.all(np.abs(starts[nearer] - seconds) <= TIMECODE_PRECISION_S) else None
+
+
+def _no_such_file(name: str) -> str:
+    if os.path.isabs(name):
+        return f"{name}: no such file"
+    return (
+        f"{name}: no such file in {os.getcwd()}; a relative path is taken from the current folder, and vspipe "
+        'runs a script from the script\'s own folder: give an absolute path (e.g. -a input="$PWD/NAME")'
+    )
 
 
 def _at_rate(clip: vs.VideoNode, rate: Fraction) -> vs.VideoNode:
@@ -270,20 +297,21 @@ def probe_times(path: str | os.PathLike[str]) -> StreamTiming:
     if not video:
         raise SourceError(f"{name}: has no video stream")
     stream = video[0]
-    timebase = _fraction(stream.get("time_base"))
+    timebase = positive_number(stream.get("time_base"))
     if not timebase:
         raise SourceError(f"{name}: its video stream has no time base")
     entries = "packet=pts,dts,duration,flags"
     listing = ffprobe(name, "-select_streams", str(stream["index"]), "-show_entries", entries, "-of", "csv=p=0")
     packets, hidden = _presented(listing)
-    counted = any(f in info.get("format", {}).get("format_name", "").split(",") for f in COUNTED_FORMATS)
-    count = _whole(stream.get("nb_frames")) if counted else None
+    formats = info.get("format", {}).get("format_name", "").split(",")
+    count = _whole(stream.get("nb_frames")) if any(f in formats for f in COUNTED_FORMATS) else None
     return StreamTiming(
         _packet_times(packets, timebase, name, _declared_end(stream)),
-        _fraction(stream.get("r_frame_rate")),
-        _fraction(stream.get("avg_frame_rate")),
+        positive_number(stream.get("r_frame_rate")),
+        positive_number(stream.get("avg_frame_rate")),
         None if count is None else count - hidden,
         hidden,
+        any(f in formats for f in SLOT_FORMATS),
     )
 
 
@@ -322,14 +350,6 @@ def _packet_times(
     if declared_end is not None and 2 * (declared_end - end) >= typical:
         end = declared_end
     return FrameTimes(starts, end, timebase)
-
-
-def _fraction(text: str | None) -> Fraction | None:
-    try:
-        value = Fraction(text) if text else None
-    except (ValueError, ZeroDivisionError):
-        return None
-    return value if value and value > 0 else None
 
 
 def _whole(value: object) -> int | None:

@@ -69,6 +69,14 @@ class ConstantRate:
             return Position(last, last, Fraction(0))
         return Position(left, left + 1, Fraction(remainder, self.ratio.numerator))
 
+    def time_in(self, n: int) -> tuple[int, Fraction]:
+        """The source frame on screen at output frame ``n``'s time, and how far through it that time lies (0 to
+        1; unlike :meth:`position`, also within the last frame)."""
+        left, remainder = divmod(n * self.ratio.denominator, self.ratio.numerator)
+        through = Fraction(remainder, self.ratio.numerator)
+        last = self.source_frames - 1
+        return (left, through) if left < last else (last, left - last + through)
+
     @property
     def max_step(self) -> int:
         """The most source frames between two consecutive output frames' left source frames."""
@@ -123,6 +131,11 @@ class FrameTimes:
     def start(self, j: int) -> Fraction:
         """Frame ``j``'s start in seconds, counted from the first frame's start."""
         return (int(self.starts[j]) - int(self.starts[0])) * self.timebase
+
+    def lasts(self, j: int) -> Fraction:
+        """How long frame ``j`` is on screen, in seconds."""
+        following = int(self.starts[j + 1]) if j + 1 < self.frames else self.end
+        return (following - int(self.starts[j])) * self.timebase
 
     def fits_rate(self, rate: Fraction, tolerance_ticks: int = 1) -> bool:
         """True when every frame starts where a constant ``rate`` puts it, within ``tolerance_ticks`` (the
@@ -221,14 +234,26 @@ class VariableRate:
         end = math.ceil((int(self.times.starts[left + 1]) - origin) / ticks)
         return range(first, min(end, self.output_frames))
 
+    def time_in(self, n: int) -> tuple[int, Fraction]:
+        """The source frame on screen at output frame ``n``'s time, and how far through its duration that time
+        lies (0 to 1; unlike :meth:`position`, also within the last frame)."""
+        time, left = self._time_and_left(n)
+        start = int(self.times.starts[left])
+        following = int(self.times.starts[left + 1]) if left + 1 < self.source_frames else self.times.end
+        return left, (time - start) / (following - start)
+
     def position(self, n: int) -> Position:
-        time = int(self.times.starts[0]) + n * self._ticks_per_output_frame
-        left = int(np.searchsorted(self.times.starts, math.floor(time), side="right")) - 1
+        time, left = self._time_and_left(n)
         last = self.source_frames - 1
         if left >= last:
             return Position(last, last, Fraction(0))
         start, following = int(self.times.starts[left]), int(self.times.starts[left + 1])
         return Position(left, left + 1, (time - start) / (following - start))
+
+    def _time_and_left(self, n: int) -> tuple[Fraction, int]:
+        """Output frame ``n``'s time in ticks, and the source frame on screen then."""
+        time = int(self.times.starts[0]) + n * self._ticks_per_output_frame
+        return time, int(np.searchsorted(self.times.starts, math.floor(time), side="right")) - 1
 
 
 Timing = ConstantRate | VariableRate

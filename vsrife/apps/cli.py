@@ -146,7 +146,7 @@ def _video_format(name: str) -> int:
 
 
 def _smooth(args: argparse.Namespace) -> int:
-    from .options import Options, parse_rate, parse_scale, parse_threshold
+    from .options import MAX_FPS, Options, parse_rate, parse_scale, parse_threshold
 
     if args.fps and args.factor:
         print("vsrife smooth: give --fps or --factor, not both", file=sys.stderr)
@@ -156,6 +156,7 @@ def _smooth(args: argparse.Namespace) -> int:
         output=Path(args.output),
         fps=None if args.factor else parse_rate("--fps", args.fps or "60"),
         factor=parse_rate("--factor", args.factor) if args.factor else None,
+        max_fps=parse_rate("--max-fps", args.max_fps) if args.max_fps else MAX_FPS,
         model=args.model,
         scale=parse_scale(args.scale),
         device=args.device,
@@ -233,6 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     smooth.add_argument("output")
     smooth.add_argument("--fps", help="target rate, N or N/D (default 60)")
     smooth.add_argument("--factor", help="rate factor, N or N/D, instead of --fps")
+    smooth.add_argument(
+        "--max-fps", metavar="R", help="highest output rate accepted (default 1000: more is refused before any work)"
+    )
     smooth.add_argument("--model", default=DEFAULT_MODEL, help=f"RIFE version (default {DEFAULT_MODEL})")
     smooth.add_argument("--scale", default="1", help="0.25, 0.5, 1, 2 or 4 (0.5 for 4K)")
     smooth.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA if available)")

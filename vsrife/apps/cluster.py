@@ -32,7 +32,7 @@ from .. import weights
 from ..errors import one_line
 from ..progress import Progress
 from ..sources import Source
-from . import smooth
+from . import preflight, smooth
 from .chunk_plan import CPU_CHUNK_SECONDS, GPU_CHUNK_SECONDS, Chunk, Plan, make_plan
 from .chunks import (
     ChunkError,
@@ -47,7 +47,7 @@ from .chunks import (
 )
 from .ffmpeg import Media, probe
 from .options import Options
-from .output import check_paths
+from .output import check_paths, fate, sole_writer
 from .signals import EXIT_INTERRUPTED, interrupts_raise
 from .terminal import in_cli_terms, tell
 
@@ -203,8 +203,16 @@ def run(options: Options, cluster: ClusterOptions) -> int:
     """Render ``options.input`` to ``options.output`` on Ray; 0 on success, 130 when interrupted."""
     started = time.monotonic()
     check_paths(options.input, options.output)
+    with sole_writer(options.output):
+        return _run_job(options, cluster, started)
+
+
+def _run_job(options: Options, cluster: ClusterOptions, started: float) -> int:
+    """:func:`run` once OUTPUT is this run's to write."""
+    preflight.check_encoder(options)
     ray = import_ray(local=cluster.address is None)
     media = probe(options.input)
+    preflight.check_rate(options, media)
     state = StateFolder(options.output)
     key = job_key(options)
     manifest = state.manifest()
@@ -229,6 +237,7 @@ def run(options: Options, cluster: ClusterOptions) -> int:
             else:
                 plan = Plan.from_json(manifest)
                 state.sweep()
+            preflight.check_container_rate(options, plan.rate, source.rate)  # the exact rate, for --factor
             return _render_and_join(ray, plan, state, slots, options, media, source, started)
     finally:
         ray.shutdown()
@@ -375,6 +384,7 @@ def _render_and_join(
     source: Source,
     started: float,
 ) -> int:
+    existed = options.output.exists()
     finished = state.finished(plan)
     todo = [chunk for chunk in plan.chunks if chunk.index not in finished]
     if finished and not options.quiet:
@@ -387,8 +397,8 @@ def _render_and_join(
         kept = len(state.finished(plan))
         if kept == 0:
             state.remove()
-        left = f"{kept} of {len(plan.chunks)} chunks kept in {state.path}; run again to finish" if kept else "nothing"
-        tell(f"interrupted; {left}")
+        kept_note = f"{kept} of {len(plan.chunks)} chunks kept in {state.path}; run again to finish"
+        tell(f"interrupted; {kept_note if kept else fate(options.output, existed)}")
         return EXIT_INTERRUPTED
     except JobError:
         progress.end_line()

@@ -11,7 +11,15 @@ from pathlib import Path
 
 import vapoursynth as vs
 
-from ..ffprobe import ProbeError, ToolMissing, as_input, ffprobe_json, tool_errors, video_streams
+from ..ffprobe import (
+    ProbeError,
+    ToolMissing,
+    as_input,
+    ffprobe_json,
+    positive_number,
+    tool_errors,
+    video_streams,
+)
 from .options import Options
 from .terminal import CommandError
 
@@ -61,6 +69,9 @@ class Media:
     start: Fraction = Fraction(0)  # the container's start time, seconds: the other streams' zero
     width: int = 0
     height: int = 0
+    rate: Fraction = Fraction(0)  # the video's average rate (frames, empty slots included, over its duration)
+    duration: Fraction = Fraction(0)  # seconds
+    chapters: bool = False
 
 
 def probe(path: Path) -> Media:
@@ -69,7 +80,7 @@ def probe(path: Path) -> Media:
     if path.stat().st_size == 0:
         raise CommandError(f"{path}: is empty (0 bytes); give a video file")
     try:
-        info = ffprobe_json(path, "-show_streams", "-show_format")
+        info = ffprobe_json(path, "-show_streams", "-show_format", "-show_chapters")
     except ProbeError as e:
         raise CommandError(f"{path}: cannot be read as a video ({e.reason})") from None
     except ToolMissing as e:
@@ -81,6 +92,8 @@ def probe(path: Path) -> Media:
     if not (stream.get("width") and stream.get("height")):
         size = f"{stream.get('width', 0)}×{stream.get('height', 0)}"
         raise CommandError(f"{path}: its video stream is {size}; there is no picture to interpolate")
+    if _is_cover(path, info, stream):
+        raise CommandError(f"{path}: has no video stream, only a cover picture ({stream.get('codec_name')})")
     if _is_still_image(info, stream):
         raise CommandError(f"{path}: is a still image ({stream.get('codec_name')}), not a video; give a video file")
     return Media(
@@ -90,7 +103,26 @@ def probe(path: Path) -> Media:
         Fraction(info.get("format", {}).get("start_time") or 0),
         int(stream["width"]),
         int(stream["height"]),
+        _first_positive(stream.get("avg_frame_rate"), stream.get("r_frame_rate")),
+        _first_positive(stream.get("duration"), info.get("format", {}).get("duration")),
+        bool(info.get("chapters")),
     )
+
+
+def _first_positive(*texts: str | None) -> Fraction:
+    return next((value for text in texts if (value := positive_number(text))), Fraction(0))
+
+
+def _is_cover(path: Path, info: dict, stream: dict) -> bool:
+    """A picture beside audio that is one frame only: cover art that the container keeps as a video track
+    (Matroska has no flag for it), which ffprobe does not mark as an attached picture."""
+    if stream.get("codec_name") not in STILL_IMAGE_CODECS:
+        return False
+    if not any(s.get("codec_type") == "audio" for s in info["streams"]):
+        return False
+    counted = ffprobe_json(path, "-select_streams", f"{stream['index']}", "-read_intervals", "%+#2", "-count_packets",
+                           "-show_entries", "stream=nb_read_packets")  # fmt: skip
+    return int((counted["streams"] or [{}])[0].get("nb_read_packets", 0)) < 2
 
 
 def _is_still_image(info: dict, stream: dict) -> bool:
@@ -99,8 +131,9 @@ def _is_still_image(info: dict, stream: dict) -> bool:
     return stream.get("codec_name") in STILL_IMAGE_CODECS and (piped_image or single)
 
 
-def check_encoder(codec: str) -> None:
-    """One line now, before any work, when this ffmpeg has no encoder of that name."""
+def check_encoder(codec: str) -> str:
+    """One line now, before any work, when this ffmpeg has no encoder of that name; else what ffmpeg says of
+    the encoder (its options, the pixel formats it takes)."""
     try:
         result = subprocess.run(
             ["ffmpeg", "-hide_banner", "-loglevel", "error", "-h", f"encoder={codec}"],
@@ -115,6 +148,7 @@ def check_encoder(codec: str) -> None:
             f"--codec {codec}: this ffmpeg has no such encoder (`ffmpeg -encoders` lists them; "
             "e.g. libx264, libx265, libvpx-vp9, libsvtav1, ffv1)"
         )
+    return result.stdout
 
 
 # --- the command ----------------------------------------------------------------------------------------
@@ -142,23 +176,41 @@ def ffmpeg_command(
         "error",
         "-nostdin",
         "-y",
-        *(["-itsoffset", f"{float(offset):.6f}"] if offset else []),
         *video_input,
-        "-i",
-        as_input(options.input),
+        *_start_offset_inputs(options.input, offset, media.chapters),
         "-map",
         "0:v:0",
         "-map",
         "1:a?",
-        "-map_chapters",
-        "1",
         "-map_metadata",
         "1",
         "-fps_mode:v",
         "passthrough",
+        "-disposition:v:0",  # y4m brings no disposition: Matroska would mark the track not-default
+        "default",
     ]
     command += _audio_args(container, media.audio) + _subtitle_args(container, media.subtitles)
-    return command + encoder + [str(output.absolute())]
+    return command + encoder + _start_offset_output(offset) + [str(output.absolute())]
+
+
+def _start_offset_inputs(source: Path, offset: Fraction, chapters: bool) -> list[str]:
+    """The input file's inputs, for a video that starts ``offset`` seconds after the input's other streams.
+    The muxer sets that start (:func:`_start_offset_output`), in the output's own time base (exact in
+    Matroska's milliseconds), not the y4m input (``-itsoffset`` there rounds to its time base, one output
+    frame: 0.023 s became 0.017 s at 60 fps); so the other streams are taken ``offset`` earlier here, and the
+    chapters, which the muxer's offset does not move, from the file once more as they are."""
+    if not offset:
+        return ["-i", as_input(source), "-map_chapters", "1"]
+    chapters_from = ["-i", as_input(source), "-map_chapters", "2"] if chapters else ["-map_chapters", "-1"]
+    return ["-itsoffset", _seconds(-offset), "-i", as_input(source), *chapters_from]
+
+
+def _start_offset_output(offset: Fraction) -> list[str]:
+    return ["-output_ts_offset", _seconds(offset)] if offset else []
+
+
+def _seconds(value: Fraction) -> str:
+    return f"{float(value):.6f}"  # ffmpeg keeps times in microseconds
 
 
 def encoder_args(options: Options, props: Mapping[str, object] | None = None) -> list[str]:

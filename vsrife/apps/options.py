@@ -14,6 +14,7 @@ DEFAULT_CODEC = "libx264"
 CONTAINER_CODECS = {".webm": "libvpx-vp9"}  # containers that do not take H.264
 # still pairs are output as source frames; see the README ("Still frames") for the measurements behind it
 STATIC_THRESHOLD = 0.01
+MAX_FPS = Fraction(1000)  # a higher output rate is refused unless --max-fps allows it
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,7 @@ class Options:
     output: Path
     fps: Fraction | None = Fraction(60)
     factor: Fraction | None = None
+    max_fps: Fraction = MAX_FPS
     model: str = DEFAULT_MODEL
     scale: float = 1.0
     device: str | None = None

@@ -1,13 +1,14 @@
-"""Where a render's output goes: paths checked before any work, a temporary file beside OUTPUT (named after
-its process, so that the next run can tell an abandoned one), and the written file read back before it
-is renamed over OUTPUT."""
+"""Where a render's output goes: paths checked before any work, one run at a time per OUTPUT (a lock beside
+it), a temporary file beside OUTPUT (named after its process, so that the next run can tell an abandoned
+one), and the written file read back before it is renamed over OUTPUT."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import stat
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -71,6 +72,59 @@ def _check_output(source: Path, output: Path) -> None:
         same_name = os.path.normpath(source.absolute()) == os.path.normpath(output.absolute())
         how = "" if same_name else " (the same file through a link)"
         raise CommandError(f"{output}: is the input{how}; writing it would destroy the source, give another name")
+
+
+def lock_path(output: Path) -> Path:
+    """The lock a run holds on OUTPUT while it writes it: ``.OUTPUT.lock`` beside it."""
+    return output.with_name(f".{output.name}.lock")
+
+
+@contextmanager
+def sole_writer(output: Path) -> Iterator[Path]:
+    """Hold OUTPUT for the block: another run to it is refused in one line meanwhile. The lock is the system's
+    (``flock`` on :func:`lock_path`), which ends with the process however it ends: a killed run leaves at
+    most the empty file, never the lock. The file is removed on the way out (and, by the caller, when the
+    process is stopped at once); yields its path."""
+    path = lock_path(output)
+    descriptor = _locked(path, output)
+    try:
+        with suppress(OSError):  # who holds it, for the message of a run refused; a full disk may not take it
+            os.write(descriptor, f"{os.getpid()}\n".encode())
+        yield path
+    finally:
+        path.unlink(missing_ok=True)  # still held: a run that opened it meanwhile finds it gone, and retries
+        os.close(descriptor)
+
+
+def _locked(path: Path, output: Path) -> int:
+    """A descriptor of ``path`` holding its lock (the file made anew if another run removed it meanwhile)."""
+    while True:
+        try:
+            descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        except OSError as e:
+            raise CommandError(f"{output}: cannot write in {output.parent} ({e.strerror}); nothing was done") from None
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(descriptor, 32).decode(errors="replace").strip()
+            os.close(descriptor)
+            who = f" (process {holder})" if holder.isdigit() else ""
+            raise CommandError(
+                f"{output}: another vsrife run{who} is writing it; wait for it to end, or give another OUTPUT"
+            ) from None
+        if _same_file(descriptor, path):
+            os.ftruncate(descriptor, 0)
+            return descriptor
+        os.close(descriptor)
+
+
+def _same_file(descriptor: int, path: Path) -> bool:
+    try:
+        named = path.stat()
+    except FileNotFoundError:
+        return False
+    held = os.fstat(descriptor)
+    return (held.st_dev, held.st_ino) == (named.st_dev, named.st_ino)
 
 
 def _part_suffix(output: Path) -> str:

