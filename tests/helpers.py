@@ -278,7 +278,7 @@ class MpvIpc:
                 time.sleep(0.05)
         self.buffer = b""
         self.events: list[tuple[float, dict]] = []
-        self.request = 0
+        self.request = self.observed = 0
 
     def _messages(self, timeout: float):
         self.sock.settimeout(timeout)
@@ -313,13 +313,12 @@ class MpvIpc:
                 return message
         raise AssertionError("unreachable")
 
-    def wait_event(self, event: str, after: float, timeout: float = 300, **fields: object) -> float:
-        """When ``event`` (with these ``fields``) arrived at or after the monotonic time ``after``, waiting for
-        it if need be."""
+    def wait_event(self, event: str, after: float, timeout: float = 300) -> float:
+        """When ``event`` arrived at or after the monotonic time ``after``, waiting for it if need be."""
+        return self.wait_for(lambda message: message.get("event") == event, after, timeout)
 
-        def matches(message: dict) -> bool:
-            return message.get("event") == event and all(message.get(k) == v for k, v in fields.items())
-
+    def wait_for(self, matches, after: float, timeout: float = 300) -> float:
+        """When the first event ``matches`` accepts arrived at or after ``after``, waiting for it if need be."""
         for when, message in self.events:
             if when >= after and matches(message):
                 return when
@@ -328,8 +327,20 @@ class MpvIpc:
                 return self.events[-1][0]
         raise AssertionError("unreachable")
 
-    def wait_property(self, name: str, value: object, timeout: float = 300) -> None:
-        """Until property ``name`` is ``value``."""
+    def wait_property(self, name: str, accept, timeout: float = 300) -> None:
+        """Until property ``name`` has a value ``accept`` (a value, or a predicate on it) accepts."""
         since = time.monotonic()
-        self.command("observe_property", 1, name)
-        self.wait_event("property-change", since, timeout, name=name, data=value)
+        self.observed += 1
+        self.command("observe_property", self.observed, name)
+        test = accept if callable(accept) else (lambda value: value == accept)
+
+        def changed(message: dict) -> bool:
+            value = message.get("data")
+            return (
+                message.get("event") == "property-change"
+                and message.get("name") == name
+                and value is not None
+                and test(value)
+            )
+
+        self.wait_for(changed, since, timeout)

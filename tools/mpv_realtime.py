@@ -87,7 +87,9 @@ def main() -> None:
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 process.kill()
-        said = [line.split("] ", 1)[-1] for line in log.read_text(errors="replace").splitlines() if "vsrife:" in line]
+        lines = [line.split("] ", 1)[-1] for line in log.read_text(errors="replace").splitlines() if "vsrife:" in line]
+        said = [line for line in lines if "output frames since" not in line]
+        tallies = [line for line in lines if "output frames since" in line]
     fps = [v for v in samples["estimated-vf-fps"] if isinstance(v, (int, float))]
     print(json.dumps({
         "size": args.size, "rate": args.rate, "fps": args.fps, "model": args.model, "scale": args.scale,
@@ -100,6 +102,7 @@ def main() -> None:
         "seek_to_first_frame_s": [round(s, 3) for s in seeks],
         "seek_median_s": round(statistics.median(seeks), 3) if seeks else None,
         "vsrife_said": said,
+        "vsrife_tallies": tallies,
     }, indent=1))  # fmt: skip
 
 

