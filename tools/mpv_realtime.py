@@ -2,14 +2,18 @@
 how long does a seek take to show its first frame.
 
     python tools/mpv_realtime.py [--size 160x90] [--rate 24] [--fps 60] [--seconds 12] [--model 4.26]
-                                 [--scale 1.0] [--device cpu] [--seeks 3] [--concurrent 4] [--buffered 8]
+                                 [--scale 1.0] [--device cpu] [--seeks 3] [--seek exact|keyframes] [--gop 4]
+                                 [--concurrent 4] [--buffered 8]
 
 Plays a synthetic clip (ffmpeg's testsrc2 with a sine tone, x264) through the mpv that `make mpv` builds
 (``VSRIFE_MPV``, else tools/mpv/build.sh's cached path), ``--vo=null --ao=null``: real time, on the audio's
 clock. After the first frame it reads ``estimated-vf-fps``, ``frame-drop-count``, ``vo-delayed-frame-count``
-and ``mistimed-frame-count`` once a second, seeks ``--seeks`` times (``seek 2 relative+exact``) timing each
-from the command to the ``playback-restart`` event (the first frame after it on screen), and prints one JSON
-object with the medians and totals, and the lines vsrife said on mpv's terminal. A tool: prints to stdout.
+and ``mistimed-frame-count`` once a second, seeks ``--seeks`` times (``seek 2 relative+exact``, or
+``+keyframes``) timing each from the command to the ``playback-restart`` event (the first frame after it on
+screen; a precise seek decodes
+from the keyframe before its target, up to ``--gop`` seconds of frames mpv filters only to drop), and prints
+one JSON object with the medians and totals, the lines vsrife said on mpv's terminal and its tallies of
+in-betweens and held frames. A tool: prints to stdout.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from fractions import Fraction
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,16 +47,19 @@ def main() -> None:
     parser.add_argument("--seeks", type=int, default=3)
     parser.add_argument("--concurrent", type=int, default=4)
     parser.add_argument("--buffered", type=int, default=8)
+    parser.add_argument("--seek", default="exact", choices=["exact", "keyframes"], help="precise or keyframe seeks")
+    parser.add_argument("--gop", type=float, default=4, help="seconds between the clip's keyframes")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         clip, script, sock, log = folder / "clip.mkv", folder / "play.vpy", folder / "ipc", folder / "mpv.log"
         length = args.seconds + 2 * args.seeks + 10
+        keyframes = str(round(args.gop * Fraction(args.rate)))
         subprocess.run(
             ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=s={args.size}:r={args.rate}:d={length}",
-             "-f", "lavfi", "-i", f"sine=f=440:d={length}", "-c:v", "libx264", "-g", str(4 * int(float(args.rate))),
-             "-pix_fmt", "yuv420p", "-c:a", "aac", str(clip)],
+             "-f", "lavfi", "-i", f"sine=f=440:d={length}", "-c:v", "libx264", "-g", keyframes, "-pix_fmt",
+             "yuv420p", "-c:a", "aac", str(clip)],
             check=True,
         )  # fmt: skip
         script.write_text(
@@ -77,7 +85,7 @@ def main() -> None:
             seeks = []
             for _ in range(args.seeks):
                 sent = time.monotonic()
-                ipc.command("seek", 2, "relative+exact")
+                ipc.command("seek", 2, f"relative+{args.seek}")
                 seeks.append(ipc.wait_event("playback-restart", sent) - sent)
                 time.sleep(1.5)
             totals = {name: ipc.property(name) for name in PROPERTIES[1:]}
@@ -93,6 +101,7 @@ def main() -> None:
     fps = [v for v in samples["estimated-vf-fps"] if isinstance(v, (int, float))]
     print(json.dumps({
         "size": args.size, "rate": args.rate, "fps": args.fps, "model": args.model, "scale": args.scale,
+        "seek": args.seek, "gop_s": args.gop,
         "device": args.device, "concurrent_frames": args.concurrent, "buffered_frames": args.buffered,
         "first_frame_s": round(first, 3),
         "estimated_vf_fps_median": round(statistics.median(fps), 2) if fps else None,
