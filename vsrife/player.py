@@ -25,7 +25,6 @@ import vapoursynth as vs
 
 from . import _blas, formats, params, scene  # noqa: F401 (_blas: torch with its own BLAS, first)
 from .engine import MAX_BATCH, Engine, EngineOptions, Workers
-from .errors import ParameterError, ParameterTypeError
 from .filter import TIMESTEP_PROP, _build_engine, _output_frame, _Shifts, _Window
 from .planner import FramePlanner, PlanOptions
 from .timing import Position
@@ -101,16 +100,7 @@ def output_rate(fps: object, display_fps: object) -> Fraction:
         if display is None:
             _say(f"the display's rate is not known: playing at {DEFAULT_FPS} fps (set fps=)", info=True)
         return display or DEFAULT_FPS
-    allowed = "a rate above 0 such as 60, 59.94 or '60000/1001'"
-    if isinstance(fps, bool) or not isinstance(fps, (int, float, str, Fraction)):
-        raise ParameterTypeError(f"must be {allowed}, not {fps!r} ({type(fps).__name__})", param="fps")
-    try:
-        rate = Fraction(fps.strip() if isinstance(fps, str) else repr(fps) if isinstance(fps, float) else fps)
-    except (ValueError, ZeroDivisionError):
-        raise ParameterError(f"must be {allowed}, not {fps!r}", param="fps") from None
-    if rate <= 0 or max(rate.numerator, rate.denominator) > params.MAX_RATE_TERM:
-        raise ParameterError(f"must be {allowed}, not {fps!r}", param="fps")
-    return rate
+    return params.frame_rate("fps", fps)
 
 
 def _known_rate(value: object) -> Fraction | None:
