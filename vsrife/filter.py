@@ -17,7 +17,7 @@ import vapoursynth as vs
 from . import checkpoints, formats, params, scene
 from .engine import Engine, EngineOptions, Job
 from .errors import ParameterError, VsRifeError
-from .planner import DEFAULT_DEDUP_THRESHOLD, FramePlanner, Synthesize
+from .planner import DEFAULT_DEDUP_THRESHOLD, Copy, FramePlanner, Synthesize
 from .timing import MAX_OUTPUT_FRAMES, ConstantRate, FrameTimes, VariableRate
 
 MAX_PHASES = 64  # rate ratios p/q whose planning window is built from VapourSynth's filters: p at most this
@@ -275,7 +275,11 @@ class _Shifts:
         self._lock = threading.Lock()
 
     def showing(self, n: int, offset: int, left: Callable[[int], int]) -> vs.VideoNode:
-        source = min(max(left(n) + offset, 0), self.last)
+        return self.view(n, left(n) + offset)
+
+    def view(self, n: int, source: int) -> vs.VideoNode:
+        """A view whose frame ``n`` is source frame ``source`` (clamped to the clip)."""
+        source = min(max(source, 0), self.last)
         shift = source - n
         if shift < -self.prefix:  # only near VapourSynth's frame limit: a one-frame loop instead
             return self.clip[source] * (n + 1)
@@ -333,18 +337,22 @@ def _output_frame(
     n: int,
     f: list[vs.VideoFrame],
     planner: FramePlanner,
-    engine: Engine,
+    engine: Engine | None,
     first: int,
     stretch: Fraction | None,
 ) -> vs.VideoFrame:
     """Output frame ``n``: a source frame as it is, or an in-between synthesized into a new frame with the
     nearer one's props. ``stretch``: a variable-rate clip resampled by this factor; each frame lasts its left
-    source frame's duration divided by it."""
+    source frame's duration divided by it. ``engine`` None holds: an in-between is shown as its nearer source
+    frame, and the network does not run."""
     left = planner.timing.position(n).left
     window = _Window(f, left + first)
     action = planner.plan(n, window.facts)
-    for job in _jobs_ahead(n, planner, window, engine.batches_ahead, engine.max_batch):
-        engine.start(job)
+    if engine is None and isinstance(action, Synthesize):
+        action = Copy(action.shown)
+    if engine is not None:
+        for job in _jobs_ahead(n, planner, window, engine.batches_ahead, engine.max_batch):
+            engine.start(job)
     shown = window[action.shown]
     if isinstance(action, Synthesize):
         out = vs.core.create_video_frame(shown.format, shown.width, shown.height)  # shares no memory: one copy

@@ -146,6 +146,21 @@ def rate_request(factor_num: object, factor_den: object, fps_num: object, fps_de
     return RateRequest(factor, fps)
 
 
+def frame_rate(name: str, value: object) -> Fraction:
+    """A frame rate given as a number (60, 59.94), a fraction or its text (``"60000/1001"``)."""
+    allowed = "a rate above 0 such as 60, 59.94 or '60000/1001'"
+    if isinstance(value, bool) or not isinstance(value, (int, float, str, Fraction)):
+        raise ParameterTypeError(f"must be {allowed}, not {value!r} ({type(value).__name__})", param=name)
+    try:
+        text = value.strip() if isinstance(value, str) else repr(value) if isinstance(value, float) else value
+        rate = Fraction(text)
+    except (ValueError, ZeroDivisionError):
+        raise ParameterError(f"must be {allowed}, not {value!r}", param=name) from None
+    if rate <= 0 or max(rate.numerator, rate.denominator) > MAX_RATE_TERM:
+        raise ParameterError(f"must be {allowed}, not {value!r}", param=name)
+    return rate
+
+
 def plan_options(
     same_rate: bool,
     sc: object,
