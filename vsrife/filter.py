@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 import vapoursynth as vs
 
-from . import checkpoints, formats, params, scene
+from . import checkpoints, formats, heap, params, scene
 from .engine import Engine, EngineOptions, Job
 from .errors import ParameterError, VsRifeError
 from .planner import DEFAULT_DEDUP_THRESHOLD, Copy, FramePlanner, Synthesize
@@ -372,6 +372,7 @@ def _output_frame(
     if stretch is not None:
         duration = frame_duration(window[left].props, left) / stretch
         out.props["_DurationNum"], out.props["_DurationDen"] = duration.numerator, duration.denominator
+    heap.trimmer.count()
     return out
 
 

@@ -158,7 +158,8 @@ def annotate(clip: vs.VideoNode, exact: bool = True, local: bool = False, detect
         thumbs = luma_thumbnail(clip, min(clip.width, CHANGE_WIDTH))
         stats.append(vs.core.std.Expr([thumbs, shifted(thumbs, -1)], "x y - abs").std.PlaneStats())
     around = DETECTED if detect is not None else ()
-    context = [shifted(luma_thumbnail(clip, fmt=vs.GRAY16), k) for k in around]
+    small = luma_thumbnail(clip, fmt=vs.GRAY16) if around else None
+    context = [shifted(small, k) for k in around]
     last = clip.num_frames - 1
     planes = clip.format.num_planes if exact else 0
 
