@@ -11,6 +11,7 @@ from concurrent.futures import wait
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 import vapoursynth as vs
 
 from helpers import FP32_NETWORK_TOLERANCE, clip_from_array, frame_array, read_rgb_frames
@@ -38,6 +39,69 @@ def test_fp16_stays_within_its_bound(real, model, device):
     difference = np.concatenate([np.abs(frame_array(full, n) - frame_array(half, n)).ravel() for n in (1, 3, 5)])
     assert difference.max() <= FP16_MAX and difference.mean() <= FP16_MEAN, (difference.max(), difference.mean())
     assert difference.max() > 0, "fp16 really ran"
+
+
+FP32_UNIT = 2.0**-24  # float32's unit roundoff
+
+
+def exact_in_between(net, left, right, ts: tuple[float, ...], sources: list[np.ndarray], peak: int) -> np.ndarray:
+    """The in-betweens ``[B, 3, H, W]`` (code values, float64) the network's own flow and mask make of two RGB
+    frames of integer ``sources`` codes, computed in float64: the flow and the mask are the only part the
+    network computes in its dtype (:meth:`~vsrife.network.IFNet.motion`); warps, blend and the colour
+    conversion are exact here."""
+    device = left.frame.pixels.device
+    with torch.inference_mode():
+        timesteps = torch.tensor(ts, dtype=net.dtype, device=device).view(-1, 1, 1, 1)
+        flow, mask = (t.double().cpu() for t in net.motion(left.frame, right.frame, timesteps))
+    batch, _, height, width = flow.shape
+    base = torch.stack(
+        torch.meshgrid(
+            torch.linspace(-1, 1, width, dtype=torch.float64),
+            torch.linspace(-1, 1, height, dtype=torch.float64),
+            indexing="xy",
+        ),
+        -1,
+    )
+    half_size = torch.tensor([(width - 1) / 2, (height - 1) / 2], dtype=torch.float64)
+    warped = []
+    for i, codes in enumerate(sources):
+        image = torch.from_numpy(codes.astype(np.float64) / peak).unsqueeze(0).expand(batch, -1, -1, -1)
+        grid = base + flow[:, 2 * i : 2 * i + 2].permute(0, 2, 3, 1) / half_size
+        warped.append(F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=True))
+    return (torch.lerp(warped[1], warped[0], torch.sigmoid(mask)) * peak).numpy()
+
+
+def fp32_slack(sources: list[np.ndarray], peak: int) -> float:
+    """How far (in codes) the engine's float32 warp, blend and colour conversion may be from the exact
+    values, whatever the flow. The sampling position: the grid is made and unnormalized in float32 (a few
+    roundings of coordinates up to about 2 in magnitude, scaled by (size - 1) / 2): within 8 units of
+    roundoff of the size, in pixels, per axis; bilinear sampling moves by at most the largest step between
+    neighbouring samples per pixel of position. The values: the colour conversion both ways, the sampling's
+    weights, the blend and the lerp, each a few roundings of values up to ``peak``: 16 units."""
+    _, height, width = sources[0].shape
+    steps = [np.abs(np.diff(s.astype(np.int64), axis=a)).max() for s in sources for a in (1, 2)]
+    return max(steps) * 8 * (width + height) * FP32_UNIT + 16 * peak * FP32_UNIT
+
+
+@pytest.mark.parametrize("fmt", [vs.RGB30, vs.RGB48])
+def test_half_precision_rounds_only_the_flow_and_the_mask(real, fmt, device, deterministic):
+    """In fp16 the network computes the flow and the mask in half precision, and nothing else: the frames it
+    warps and its output stay float32 (they were rounded to fp16 on the way in and on the way out: up to 32
+    codes of a 16-bit clip, half a code of a 10-bit one). So the fp16 engine's output is, once rounded, the
+    exact in-between its own flow and mask make, within float32's slack."""
+    peak = (1 << vs.core.get_video_format(fmt).bits_per_sample) - 1
+    sources = [np.clip(np.round(frame * peak), 0, peak).astype(np.uint16) for frame in real[:2]]
+    clip = clip_from_array(np.stack(sources), fmt=fmt)
+    convert = formats.DeviceConverter(
+        clip.format, clip.width, clip.height, formats.colour_of(clip), torch.device(device)
+    )
+    engine = engine_for(convert, device, torch.float16)
+    left, right = (engine.prepare(i, clip.get_frame(i)) for i in range(2))
+    ts = (0.25, 0.5)
+    got = np.stack([np.stack(planes) for planes in as_planes(engine.interpolate(left, right, ts))])
+    exact = exact_in_between(engine.net, left, right, ts, sources, peak)
+    bound = 0.5 + fp32_slack(sources, peak)  # the output's own rounding to a code, and float32's slack
+    assert np.abs(got - exact).max() <= bound, (np.abs(got - exact).max(), bound)
 
 
 @pytest.mark.parametrize("fmt", [vs.YUV420P8, vs.YUV420P10])
@@ -167,24 +231,49 @@ def test_cuda_graphs_equal_eager(real, device):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-def test_channels_last_equals_nchw(real, device, dtype):
-    """NHWC (the default for fp16 on CUDA) computes what NCHW does, up to the kernels' rounding."""
-    clip = clip_from_array(real[:2]).resize.Bicubic(format=vs.YUV420P10, matrix_s="709")
+def test_channels_last_equals_nchw(real, device, dtype, deterministic):
+    """NHWC (the default for fp16 on CUDA, with the block inputs' channels zero-padded to a multiple of 8)
+    computes what NCHW does. Each layout's output is the exact in-between of its own flow and mask (within
+    float32's slack): nothing but the network's convolutions depends on the layout. Those sum the same
+    products in another order; each rounds its output to the network's dtype (one unit: 2**-11 in fp16,
+    2**-24 in fp32) after summing up to ``fan_in`` products in float32 (``fan_in`` units of 2**-24), so
+    each layer's output may differ by that much relative to its magnitude. The flow and the mask pass
+    through at most every half-precision layer of the network once: they agree within that many layers'
+    worth, relative to their largest magnitude."""
+    peak = 1023
+    sources = [np.clip(np.round(frame * peak), 0, peak).astype(np.uint16) for frame in real[:2]]
+    clip = clip_from_array(np.stack(sources), fmt=vs.RGB30)
     convert = formats.DeviceConverter(
         clip.format, clip.width, clip.height, formats.colour_of(clip), torch.device(device)
     )
-    results = []
+    net = engine_for(convert, device, dtype).net
+    ts = (0.25, 0.5)
+    fields = []
     for channels_last in (True, False):
-        engine = _build_engine(
-            convert, "4.26", None, False, 1.0, False, torch.device(device), EngineOptions(dtype=dtype)
-        )
         engine = Engine(
-            engine.net, engine.device, convert, 64, 8, EngineOptions(dtype=dtype, channels_last=channels_last)
+            net, torch.device(device), convert, 64, 8, EngineOptions(dtype=dtype, channels_last=channels_last)
         )
         left, right = (engine.prepare(i, clip.get_frame(i)) for i in range(2))
         assert left.frame.pixels.is_contiguous(memory_format=torch.channels_last) == channels_last
-        results.append(as_planes(engine.interpolate(left, right, (0.25, 0.5))))
-    codes = 8 if dtype == torch.float16 else 1  # of 1023: fp16 rounds where NHWC and NCHW kernels differ
-    for nhwc, nchw in zip(*results, strict=True):
-        for a, b in zip(nhwc, nchw, strict=True):
-            assert np.abs(a.astype(np.int32) - b.astype(np.int32)).max() <= codes
+        got = np.stack([np.stack(planes) for planes in as_planes(engine.interpolate(left, right, ts))])
+        exact = exact_in_between(engine.net, left, right, ts, sources, peak)
+        assert np.abs(got - exact).max() <= 0.5 + fp32_slack(sources, peak)
+        with torch.inference_mode():
+            timesteps = torch.tensor(ts, dtype=dtype, device=device).view(-1, 1, 1, 1)
+            fields.append([f.double().cpu() for f in engine.net.motion(left.frame, right.frame, timesteps)])
+    layers, fan_in = convolution_depth(net)
+    unit = 2.0**-11 if dtype == torch.float16 else FP32_UNIT
+    relative = layers * (unit + fan_in * FP32_UNIT)
+    for nhwc, nchw in zip(*fields, strict=True):
+        assert (nhwc - nchw).abs().max().item() <= relative * nhwc.abs().max().item()
+
+
+def convolution_depth(net) -> tuple[int, int]:
+    """How many convolutions the network has (no path through it is longer), and the most products one of
+    their outputs sums."""
+    convolutions = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.ConvTranspose2d)]
+    fan_ins = [
+        m.weight.shape[0 if isinstance(m, torch.nn.ConvTranspose2d) else 1] * m.weight.shape[2] * m.weight.shape[3]
+        for m in convolutions
+    ]
+    return len(convolutions), max(fan_ins)

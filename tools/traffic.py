@@ -228,7 +228,8 @@ def count(setup: Setup) -> tuple[Traffic, Traffic]:
     net = meta_network(setup)
     width, height = padded_size(setup)
     layout = torch.channels_last if setup.channels_last else torch.contiguous_format
-    image = torch.empty(1, 3, height, width, device="meta", dtype=setup.dtype).contiguous(memory_format=layout)
+    # float32, as the engine's colour conversion makes it: the network casts what its convolutions read
+    image = torch.empty(1, 3, height, width, device="meta").contiguous(memory_format=layout)
     per_frame, forward = Traffic(), Traffic()
     # no_grad, not inference_mode: under inference_mode the mode would see composite ops (``conv2d``, ``to``)
     # before they decompose into the ops that run (``convolution``, ``_to_copy``)

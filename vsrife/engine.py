@@ -345,8 +345,9 @@ class Engine:
             return Prepared(made, lane.record())
 
     def _prepared(self, *planes: torch.Tensor) -> Frame:
-        """A frame's planes on the device as the network reads them (padded RGB, encoded)."""
-        rgb = self.convert.to_rgb(list(planes)).to(self.dtype)
+        """A frame's planes on the device as the network reads them (padded RGB, encoded). The RGB stays
+        float32: the network casts only what its convolutions read, the warps sample the float32 pixels."""
+        rgb = self.convert.to_rgb(list(planes))
         image = (F.pad(rgb, self.padding) if any(self.padding) else rgb).contiguous(memory_format=self.layout)
         return self.net.frame(image)
 
@@ -393,7 +394,8 @@ class Engine:
 
     def _in_betweens(self, ts: torch.Tensor, *frame_tensors: torch.Tensor):
         """The network's frames at timesteps ``ts`` (``[B, 1, 1, 1]``) between two frames (their tensors one
-        after the other), as the clip's own planes ``[B, h, w]``."""
+        after the other), as the clip's own planes ``[B, h, w]``: the network's float32 output straight into
+        the colour conversion (never rounded to half precision)."""
         half = len(frame_tensors) // 2
         out = self.net(Frame(*frame_tensors[:half]), Frame(*frame_tensors[half:]), ts)
         return self.convert.from_rgb(out[:, :, : self.height, : self.width])
