@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import vapoursynth as vs
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from helpers import FP32_NETWORK_TOLERANCE, clip_from_array, frame_array, read_rgb_frames
 from vsrife import formats, frames, rife
@@ -277,3 +278,71 @@ def convolution_depth(net) -> tuple[int, int]:
         for m in convolutions
     ]
     return len(convolutions), max(fan_ins)
+
+
+@pytest.fixture
+def cudnn_precision():
+    """cuDNN's fp32 settings as they were (they need no GPU to be read or set), restored afterwards."""
+    get = torch._C._get_fp32_precision_getter
+    legacy = torch.backends.cudnn.allow_tf32
+    before = {(backend, op): get(backend, op) for backend, op in (("cuda", "conv"), ("cuda", "rnn"), ("cuda", "all"))}
+    yield
+    torch.backends.cudnn.allow_tf32 = legacy  # the legacy setter resets conv and rnn: the newer values after it
+    for (backend, op), value in before.items():
+        torch._C._set_fp32_precision_setter(backend, op, value)
+
+
+def test_fp32_convolutions_are_ieee_whatever_the_host_set(cudnn_precision):
+    """A host program that set TF32 convolutions but IEEE RNNs with the per-op API (reading the legacy
+    ``cudnn.allow_tf32`` then raises: every fp32 batch failed), or TF32 for all of cuDNN (the legacy setter's
+    False only unset the per-op value, which then followed that TF32): convolutions are IEEE inside, the
+    host's settings as they were afterwards, an unset one still following its parent. Flags only: the CPU
+    shows it."""
+    cuda = torch.device("cuda")
+    settings = {"conv": torch.backends.cudnn.conv, "rnn": torch.backends.cudnn.rnn, "all": torch.backends.cudnn}
+    for host in ({"conv": "tf32", "rnn": "ieee"}, {"all": "tf32", "conv": "none"}):
+        for name, value in host.items():
+            settings[name].fp32_precision = value
+        before = {name: setting.fp32_precision for name, setting in settings.items()}
+        with ieee_fp32(cuda), ieee_fp32(cuda):  # two workers inside at once
+            assert settings["conv"].fp32_precision == "ieee"  # for convolutions themselves: no parent overrides it
+        assert {name: setting.fp32_precision for name, setting in settings.items()} == before
+    torch.backends.cudnn.fp32_precision = "ieee"
+    assert torch.backends.cudnn.conv.fp32_precision == "ieee", "left unset, it follows cuDNN's setting"
+
+
+@pytest.mark.parametrize("fmt", [vs.YUV420P10, vs.RGB48])
+def test_colour_conversion_ignores_the_hosts_matmul_precision(real, fmt, device):
+    """The colour conversion is float32 sums of products, not a matrix product: cuBLAS would use TF32 and
+    oneDNN bfloat16 (on CPUs that have it) where the host program lowered the float32 matmul precision.
+    Its result is the same at every setting, and no matrix product runs in it."""
+    clip = clip_from_array(real[:1]).resize.Bicubic(format=fmt, **({"matrix_s": "709"} if fmt != vs.RGB48 else {}))
+    convert = formats.DeviceConverter(
+        clip.format, clip.width, clip.height, formats.colour_of(clip), torch.device(device)
+    )
+    planes = [torch.from_numpy(p.copy()).to(device) for p in frames.plane_list(clip.get_frame(0))]
+    before = torch.get_float32_matmul_precision()
+    results = []
+    try:
+        for precision in ("highest", "high", "medium"):
+            torch.set_float32_matmul_precision(precision)
+            with OpNames() as ran:
+                rgb = convert.to_rgb(planes)
+                results.append([rgb.cpu(), *(p.cpu() for p in convert.from_rgb(rgb * 1.0313 - 0.0071))])
+            assert not ran.names & {"mm", "addmm", "bmm", "matmul", "baddbmm"}, ran.names
+    finally:
+        torch.set_float32_matmul_precision(before)
+    for result in results[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(result, results[0], strict=True))
+
+
+class OpNames(TorchDispatchMode):
+    """The names of the aten ops run inside."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: set[str] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.add(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))

@@ -185,21 +185,42 @@ def prefers_channels_last(device: torch.device, dtype: torch.dtype) -> bool:
 
 _TF32 = threading.Lock()
 _tf32_users = 0
-_tf32_saved = True
+_tf32_saved: object = None
+
+
+def _conv_fp32():
+    """How cuDNN convolutions' fp32 precision is read and set, and the IEEE value: the per-op setting where
+    torch has it (2.9 and later; there the legacy ``cudnn.allow_tf32`` raises on reading once the host
+    program set convolutions alone with the newer API, and setting it no longer overrides a precision set
+    for all of cuDNN), else the legacy flag."""
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None:
+        return partial(_own_precision, conv, torch.backends.cudnn), partial(setattr, conv, "fp32_precision"), "ieee"
+    cudnn = torch.backends.cudnn
+    return (lambda: cudnn.allow_tf32), partial(setattr, cudnn, "allow_tf32"), False
+
+
+def _own_precision(setting, parent) -> str:
+    """``setting``'s fp32 precision as set: reading it gives its parent's where it was left unset ("none"),
+    and "none" is what it gets back then (it keeps following its parent)."""
+    value = setting.fp32_precision
+    return "none" if value == parent.fp32_precision else value
 
 
 @contextmanager
 def ieee_fp32(device: torch.device) -> Iterator[None]:
-    """cuDNN convolutions in IEEE fp32 (no TF32) while any worker is inside; the user's setting restored
-    when the last one leaves."""
+    """cuDNN convolutions in IEEE fp32 (no TF32) while any worker is inside; the user's own setting (as it
+    was set: "none" stays "none") restored when the last one leaves. The colour conversion needs no such
+    setting: it uses no matrix product (:class:`~vsrife.formats.DeviceConverter`)."""
     global _tf32_users, _tf32_saved
     if device.type != "cuda":
         yield
         return
+    get, set_to, ieee = _conv_fp32()
     with _TF32:
         if _tf32_users == 0:
-            _tf32_saved = torch.backends.cudnn.allow_tf32
-            torch.backends.cudnn.allow_tf32 = False
+            _tf32_saved = get()
+            set_to(ieee)
         _tf32_users += 1
     try:
         yield
@@ -207,7 +228,7 @@ def ieee_fp32(device: torch.device) -> Iterator[None]:
         with _TF32:
             _tf32_users -= 1
             if _tf32_users == 0:
-                torch.backends.cudnn.allow_tf32 = _tf32_saved
+                set_to(_tf32_saved)
 
 
 class Engine:
