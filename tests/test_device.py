@@ -6,6 +6,7 @@ format, concurrent requests equal to sequential ones, out-of-memory as one clear
 from __future__ import annotations
 
 import gc
+import time
 from concurrent.futures import wait
 
 import numpy as np
@@ -16,10 +17,12 @@ import vapoursynth as vs
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from helpers import FP32_NETWORK_TOLERANCE, clip_from_array, frame_array, read_rgb_frames
+from vsrife import engine as engine_module
 from vsrife import formats, frames, rife
 from vsrife.engine import Engine, EngineOptions, as_planes, ieee_fp32
 from vsrife.errors import DeviceError
 from vsrife.filter import _build_engine
+from vsrife.lanes import TorchLane
 
 # fp16 against fp32 on real frames (max, mean absolute difference, 0..1 scale); measured on the CPU:
 # 4.26 0.0028 / 9.4e-5, 4.6 0.0047 / 9.8e-5. The bound leaves room for CUDA's half kernels.
@@ -226,9 +229,55 @@ def test_cuda_graphs_equal_eager(real, device):
             frame for a, b, ts in pairs for frame in as_planes(engine.interpolate(prepared[a], prepared[b], ts))
         ]
         assert (engine.captured_graphs > 0) == graphs
+        # each lane captured on its own stream, once per batch size: 1, and 3 as 2 + 1; nothing for the frames
+        assert all(graph.stream is lane.stream for lane in engine._all_lanes for graph in lane.graphs.values())
+        assert {key for lane in engine._all_lanes for key in lane.graphs} <= {("interpolate", 1), ("interpolate", 2)}
     for replayed, eager in zip(results[True], results[False], strict=True):
         for a, b in zip(replayed, eager, strict=True):
             assert np.abs(a.astype(np.int16) - b.astype(np.int16)).max() <= 1
+
+
+def test_cuda_lanes_own_their_streams_and_wait_only_when_asked(device):
+    """More lanes than PyTorch's pool of 32 streams: each its own stream (a capture on a stream another lane
+    uses records that lane's work). New timesteps go up without synchronizing (the sync debug mode raises on
+    a synchronizing copy). The host waiting for a batch sleeps instead of spinning: it takes a small share
+    of a core (spinning takes all of it)."""
+    if device != "cuda":
+        pytest.skip("CUDA streams and events exist on CUDA only")
+    lanes = [TorchLane(torch.device(device), 2) for _ in range(40)]
+    assert len({lane.stream.cuda_stream for lane in lanes}) == 40
+    busy = int(1e9)  # GPU clock cycles: about half a second
+    with lanes[0].context():
+        torch.cuda._sleep(busy)
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            lanes[0].timesteps((0.125, 0.375), torch.float16)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+        result = lanes[0].download([torch.zeros(4, device=device)])
+    cpu, wall = time.thread_time(), time.perf_counter()
+    result.wait()
+    cpu, wall = time.thread_time() - cpu, time.perf_counter() - wall
+    assert wall > 0.1 and cpu < 0.25 * wall, (cpu, wall)
+
+
+def test_batches_are_split_into_powers_of_two(real, monkeypatch):
+    """However many timesteps a pair has (a variable rate makes every count up to the batch), the forwards
+    are of at most four sizes, powers of two (one CUDA graph each per worker: a capture stalls every worker),
+    and give what one timestep at a time gives. The plan is the same on any device: the CPU shows it."""
+    clip = clip_from_array(real[:2])
+    sizes = []
+    original = Engine._in_betweens
+    monkeypatch.setattr(Engine, "_in_betweens", lambda self, ts, *f: sizes.append(len(ts)) or original(self, ts, *f))
+    one_at_a_time = [frame_array(rife(clip, model="4.6", factor_num=8, device="cpu"), n) for n in range(1, 8)]
+    monkeypatch.setattr(engine_module, "CPU_BATCH", engine_module.MAX_BATCH)
+    sizes.clear()
+    batched = rife(clip, model="4.6", factor_num=8, device="cpu")
+    for n in range(1, 8):
+        assert np.abs(frame_array(batched, n) - one_at_a_time[n - 1]).max() <= 1e-5  # oneDNN's kernels per size
+    assert sizes == [4, 2, 1], "the pair's 7 in-betweens"
+    assert engine_module.batch_sizes(7, 8) == [4, 2, 1] and engine_module.batch_sizes(8, 4) == [4, 4]
+    assert {size for n in range(1, 9) for size in engine_module.batch_sizes(n, 8)} == {1, 2, 4, 8}
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
