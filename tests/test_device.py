@@ -16,7 +16,14 @@ import torch.nn.functional as F
 import vapoursynth as vs
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from helpers import FP32_NETWORK_TOLERANCE, clip_from_array, frame_array, read_rgb_frames
+from helpers import (
+    FLOAT32_ROUNDOFF,
+    FP32_NETWORK_TOLERANCE,
+    clip_from_array,
+    float32_error,
+    frame_array,
+    read_rgb_frames,
+)
 from vsrife import engine as engine_module
 from vsrife import formats, frames, rife
 from vsrife.engine import Engine, EngineOptions, as_planes, ieee_fp32
@@ -43,9 +50,6 @@ def test_fp16_stays_within_its_bound(real, model, device):
     difference = np.concatenate([np.abs(frame_array(full, n) - frame_array(half, n)).ravel() for n in (1, 3, 5)])
     assert difference.max() <= FP16_MAX and difference.mean() <= FP16_MEAN, (difference.max(), difference.mean())
     assert difference.max() > 0, "fp16 really ran"
-
-
-FP32_UNIT = 2.0**-24  # float32's unit roundoff
 
 
 def exact_in_between(net, left, right, ts: tuple[float, ...], sources: list[np.ndarray], peak: int) -> np.ndarray:
@@ -84,7 +88,7 @@ def fp32_slack(sources: list[np.ndarray], peak: int) -> float:
     weights, the blend and the lerp, each a few roundings of values up to ``peak``: 16 units."""
     _, height, width = sources[0].shape
     steps = [np.abs(np.diff(s.astype(np.int64), axis=a)).max() for s in sources for a in (1, 2)]
-    return max(steps) * 8 * (width + height) * FP32_UNIT + 16 * peak * FP32_UNIT
+    return float32_error(max(steps) * (width + height), 8) + float32_error(peak, 16)
 
 
 @pytest.mark.parametrize("fmt", [vs.RGB30, vs.RGB48])
@@ -312,8 +316,8 @@ def test_channels_last_equals_nchw(real, device, dtype, deterministic):
             timesteps = torch.tensor(ts, dtype=dtype, device=device).view(-1, 1, 1, 1)
             fields.append([f.double().cpu() for f in engine.net.motion(left.frame, right.frame, timesteps)])
     layers, fan_in = convolution_depth(net)
-    unit = 2.0**-11 if dtype == torch.float16 else FP32_UNIT
-    relative = layers * (unit + fan_in * FP32_UNIT)
+    unit = 2.0**-11 if dtype == torch.float16 else FLOAT32_ROUNDOFF
+    relative = layers * (unit + fan_in * FLOAT32_ROUNDOFF)
     for nhwc, nchw in zip(*fields, strict=True):
         assert (nhwc - nchw).abs().max().item() <= relative * nhwc.abs().max().item()
 
