@@ -13,6 +13,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import traffic
 
+from vsrife import engine
+
 FP32 = 4
 
 
@@ -93,3 +95,44 @@ def test_a_whole_forward_is_counted(model, dtype, channels_last):
     assert forward.bytes > per_frame.bytes
     report = traffic.report(setup, per_frame, forward, top=5, per_op=True)
     assert "read+written" in report and "convolution" in report
+
+
+def test_live_bytes_count_what_ops_make_while_it_lives():
+    x = meta(1, 4, 8, 8)  # made before: not counted
+    live = traffic.Live()
+    with torch.no_grad(), live:
+        y = x * 2  # 1024 bytes
+        v = y[:, :2]  # a view: nothing new
+        z = v + 1  # 512
+        del y  # its memory lives on in the view
+        w = x[:, :1].clone()  # 256
+        del v  # y's 1024 freed
+        u = z * 3  # 512
+    assert (live.peak, live.live) == (1024 + 512 + 256, 512 + 256 + 512)
+    del z, w, u
+    assert live.live == 0
+
+
+def test_the_heaviest_model_fits_the_engines_forward_budget():
+    """The engine sizes its CUDA batches by ``FORWARD_BYTES_PER_PIXEL`` (peak bytes of one timestep's
+    in-between step per padded pixel): the heaviest model's step (4.26.heavy: 321 and 473 at 1080p, of the
+    table of every model that ``traffic.step_peaks`` makes), in the layout the engine uses for each dtype,
+    stays within it."""
+    for dtype, channels_last in ((torch.float16, True), (torch.float32, False)):
+        setup = traffic.Setup("4.26.heavy", 1920, 1080, dtype, channels_last)
+        width, height = traffic.padded_size(setup)
+        _, _, step, _ = traffic.step_peaks(setup, 1)
+        assert step <= engine.FORWARD_BYTES_PER_PIXEL[dtype] * width * height, dtype
+
+
+def test_a_1080p_render_stays_under_2_gb_of_device_memory():
+    """By design (the engine's own sizing, the steps' peaks counted on meta), the default model and options
+    at 1080p: batches of one (a 1080p frame fills a GPU), the frames of every batch in flight within the
+    cache, and no copy of a prepared frame (it is made eagerly, the cache keeps its tensors): the graphs' inputs
+    are the only copies, both frames of a new pair once."""
+    setup = traffic.Setup("4.26", 1920, 1080, torch.float16, True)
+    memory, copies = traffic.device_memory(setup)
+    assert memory.total < 2e9, traffic.memory_report(memory, copies)
+    assert memory.batch == 1
+    assert memory.frames_cached >= 2 * memory.workers * engine.IN_FLIGHT
+    assert copies.bytes == 2 * memory.graph_inputs  # read and written

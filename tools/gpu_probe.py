@@ -22,7 +22,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from vsrife import checkpoints
 from vsrife.apps import bench
-from vsrife.lanes import CudaGraph
+from vsrife.lanes import replayed
 from vsrife.network import IFNet
 from vsrife.variants import architecture
 
@@ -52,7 +52,7 @@ def step_for(net: IFNet, img: list[torch.Tensor], channels_last: bool):
         return net(frame0, net.frame(img1), timestep)
 
     if DEVICE.type == "cuda":
-        return CudaGraph(step, img, pool=None), img
+        return replayed(step, img), img
     return step, img
 
 

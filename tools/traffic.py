@@ -14,17 +14,24 @@ inside a convolution are reported apart, as estimates: of an input not in the we
 NHWC half precision of an input whose channels are not a multiple of 8, into a zero-padded buffer.
 Both are counted after one uncounted run, as the engine's later calls run after its first. Values read on
 the host (4.0/4.1's large-motion check) read 0 on meta: their count is of the first schedule, no retry.
+
+It also counts what the engine holds on a GPU (``Live``: the bytes of the tensors each op makes, while
+they live): the peak of the in-between step (forward and colour conversion, at the engine's batch size)
+and of the prepare step, and from them and the engine's own sizing the device memory a render takes by
+design; and the copies the engine makes besides the steps (a pair's frames into its CUDA graph's inputs).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import weakref
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import vapoursynth as vs
 from torch._prims_common import suggest_memory_format
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -33,6 +40,8 @@ from torch.utils._pytree import tree_flatten
 if __package__ in (None, ""):  # run as a script from the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from vsrife import engine as engine_module
+from vsrife.formats import Colour, DeviceConverter, Matrix
 from vsrife.network import Frame, IFNet
 from vsrife.variants import MODELS, architecture
 
@@ -196,6 +205,46 @@ class Counting(TorchDispatchMode):
         self.traffic.hidden_calls[what] += 1
 
 
+class Live(TorchDispatchMode):
+    """The bytes of the tensors the ops run inside make, while they live (views and in-place results count
+    once, with what they alias; tensors made before it, weights and inputs, not at all): ``peak`` is the
+    most at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = self.peak = 0
+        self._references: Counter = Counter()  # storage -> tensors alive on it
+        self._sizes: dict[int, int] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is aten._local_scalar_dense.default:
+            return 0
+        out = func(*args, **kwargs)
+        existing = {_storage(t) for t in _tensors((args, kwargs))} - set(self._sizes)
+        for tensor in _tensors(out):
+            key = _storage(tensor)
+            if key in existing:
+                continue  # a view of memory made before
+            if key not in self._sizes:
+                self._sizes[key] = tensor.untyped_storage().nbytes()
+                self.live += self._sizes[key]
+                self.peak = max(self.peak, self.live)
+            self._references[key] += 1
+            weakref.finalize(tensor, self._dropped, key)
+        return out
+
+    def _dropped(self, key: int) -> None:
+        self._references[key] -= 1
+        if not self._references[key]:
+            del self._references[key]
+            self.live -= self._sizes.pop(key)
+
+
+def _storage(t: torch.Tensor) -> int:
+    return StorageWeakRef(t.untyped_storage()).cdata
+
+
 @dataclass(frozen=True)
 class Setup:
     model: str = "4.26"
@@ -228,7 +277,8 @@ def count(setup: Setup) -> tuple[Traffic, Traffic]:
     net = meta_network(setup)
     width, height = padded_size(setup)
     layout = torch.channels_last if setup.channels_last else torch.contiguous_format
-    image = torch.empty(1, 3, height, width, device="meta", dtype=setup.dtype).contiguous(memory_format=layout)
+    # float32, as the engine's colour conversion makes it: the network casts what its convolutions read
+    image = torch.empty(1, 3, height, width, device="meta").contiguous(memory_format=layout)
     per_frame, forward = Traffic(), Traffic()
     # no_grad, not inference_mode: under inference_mode the mode would see composite ops (``conv2d``, ``to``)
     # before they decompose into the ops that run (``convolution``, ``_to_copy``)
@@ -244,6 +294,96 @@ def count(setup: Setup) -> tuple[Traffic, Traffic]:
         with Counting(forward):
             net(frame0, frame1, timesteps)  # as Engine._in_betweens calls it (without the colour conversion)
     return per_frame, forward
+
+
+@dataclass(frozen=True)
+class Memory:
+    """What a render holds on a GPU by design, in bytes (see :func:`device_memory`)."""
+
+    workers: int
+    batch: int
+    weights: int
+    frames_cached: int
+    frame: int
+    forward: int
+    graph_inputs: int
+    prepare: int
+
+    @property
+    def per_worker(self) -> int:
+        return self.forward + self.graph_inputs + self.prepare
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.frames_cached * self.frame + self.workers * self.per_worker
+
+
+def meta_engine(setup: Setup, fmt: int = vs.YUV420P8) -> engine_module.Engine:
+    """The engine on ``meta`` for a ``fmt`` clip of the setup's size, its steps as they run on a GPU."""
+    arch = architecture(setup.model)
+    colour = Colour(Matrix.MATRIX_BT709 if vs.core.get_video_format(fmt).color_family == vs.YUV else None, True)
+    meta = torch.device("meta")
+    convert = DeviceConverter(vs.core.get_video_format(fmt), setup.width, setup.height, colour, meta)
+    options = engine_module.EngineOptions(workers=1, dtype=setup.dtype, channels_last=setup.channels_last)
+    return engine_module.Engine(meta_network(setup), meta, convert, arch.size_multiple(setup.scale), 2, options)
+
+
+def step_peaks(setup: Setup, batch: int) -> tuple[Frame, int, int, int]:
+    """The engine's two steps on ``meta`` (a YUV420P8 clip of the setup's size): a prepared frame, the peak
+    bytes of preparing one, the peak of the in-between step (forward and colour conversion) for ``batch``
+    timesteps, and the weights' bytes."""
+    engine = meta_engine(setup)
+    fmt = engine.convert.fmt
+    planes = [
+        torch.empty(setup.height >> (fmt.subsampling_h if p else 0), setup.width >> (fmt.subsampling_w if p else 0),
+                    dtype=torch.uint8, device="meta")
+        for p in range(fmt.num_planes)
+    ]  # fmt: skip
+    timesteps = torch.empty(batch, 1, 1, 1, dtype=setup.dtype, device="meta")
+    prepare, step = Live(), Live()
+    with torch.no_grad():
+        with Counting(Traffic()):  # the uncounted runs: grids and sampling points are built once
+            made = engine._prepared(*planes)
+            engine._in_betweens(timesteps, *made, *made)
+        with prepare:
+            frame = engine._prepared(*planes)
+        with step:
+            engine._in_betweens(timesteps, *frame, *frame)
+    weights = sum(p.numel() * p.element_size() for p in engine.net.parameters())
+    return frame, prepare.peak, step.peak, weights
+
+
+def device_memory(setup: Setup, workers: int = engine_module.CUDA_WORKERS) -> tuple[Memory, Traffic]:
+    """The device memory of a render of ``setup``'s size on CUDA with ``workers`` workers, by design: the
+    weights; the prepared frames the cache keeps (as many as its budget holds); and per worker the peak of
+    its largest in-between step (its CUDA graphs' memory), their static inputs (both frames and the
+    timesteps) and the peak of a frame being prepared (made eagerly: its tensors are the cache's). Also the
+    copies of a batch whose frames the worker's graphs do not hold yet (the graphs read copies of them).
+    Frames of batches in flight stay in the cache: it keeps more than the workers' batches in flight hold."""
+    batch = engine_module.cuda_batch(padded_size(setup), setup.dtype)
+    frame, prepare, step, weights = step_peaks(setup, batch)
+    timesteps = torch.empty(batch, 1, 1, 1, dtype=setup.dtype, device="meta")
+    copies = Traffic()
+    with torch.no_grad(), Counting(copies):
+        for tensor in (timesteps, *frame, *frame):
+            torch.empty_like(tensor).copy_(tensor)
+    frame_bytes = sum(t.untyped_storage().nbytes() for t in frame)
+    cached = engine_module.cache_frames(frame_bytes, engine_module.CUDA_CACHE_BYTES, workers, 10**6)
+    inputs = timesteps.untyped_storage().nbytes() + 2 * frame_bytes
+    return Memory(workers, batch, weights, cached, frame_bytes, step, inputs, prepare), copies
+
+
+def memory_report(memory: Memory, copies: Traffic) -> str:
+    return "\n".join(
+        [
+            f"device memory on CUDA by design: {_gb(memory.total)} = weights {_gb(memory.weights)} + "
+            f"{memory.frames_cached} prepared frames x {_gb(memory.frame)} + {memory.workers} workers x "
+            f"({_gb(memory.forward)} in-between step of {memory.batch} + {_gb(memory.graph_inputs)} graph inputs "
+            f"+ {_gb(memory.prepare)} a frame being prepared)",
+            f"copies per batch besides the steps: a new pair's frames into the graph's inputs {_gb(copies.bytes)}"
+            " read+written (none where the worker's graphs hold them already; none without CUDA graphs)",
+        ]
+    )
 
 
 def _gb(n: int) -> str:
@@ -298,6 +438,8 @@ def _arguments(argv: list[str] | None) -> tuple[Setup, int, bool]:
 def main(argv: list[str] | None = None) -> None:
     setup, top, per_op = _arguments(argv)
     print(report(setup, *count(setup), top, per_op))
+    print()
+    print(memory_report(*device_memory(setup)))
 
 
 if __name__ == "__main__":

@@ -68,6 +68,7 @@ EAGER_FIRST = 1
 _LOCK = threading.Lock()
 _said: set[str] = set()  # the stderr lines said so far: each once per process
 _backend_broken: str | None = None  # why no step of this process compiles any more, once a backend failed
+_compiled_calls = 0  # calls of any step of this process that ran compiled code
 
 
 def compiles(arch) -> bool:
@@ -75,6 +76,18 @@ def compiles(arch) -> bool:
     not for 4.0/4.1, whose forward reads its early flow on the host to decide whether to start over. Their
     prepare step compiles."""
     return not arch.retries_large_motion
+
+
+def calls_compiled() -> int:
+    """How many calls of the process's compiled steps have run compiled code so far (a step runs eagerly on
+    its first call, and for good once its compile failed)."""
+    return _compiled_calls
+
+
+def fallbacks() -> list[str]:
+    """The stderr lines said so far about steps that run eagerly since their compile failed."""
+    with _LOCK:
+        return sorted(line for line in _said if "torch.compile off" in line)
 
 
 def compile_step(fn: Callable, *, name: str, key: tuple, device: torch.device) -> CompiledStep:
@@ -131,7 +144,11 @@ class CompiledStep:
                 raise
             self._turn_off(_reason(self.name, error), everywhere=not _is_graph_break(error))
             return self.eager(*args)
-        self.compiled_calls += 1
+        global _compiled_calls
+        with self._lock:
+            self.compiled_calls += 1
+        with _LOCK:
+            _compiled_calls += 1
         return out
 
     def _eager_first_call(self, args: tuple):

@@ -3,9 +3,10 @@
 Each source frame goes to the device in its own sample type (uint8, uint16, half, float), is converted
 there to the network's RGB (:class:`~vsrife.formats.DeviceConverter`), padded and prepared once
 (:meth:`~vsrife.network.IFNet.frame`: its encoder features too) and is shared by every in-between that
-needs it through a cache sized in bytes. The in-betweens of one pair (its timesteps) are one batched
-forward on CUDA; the result is converted back to the clip's own format on the device and only that comes
-back to the host, where it is copied once, into the new VapourSynth frame.
+needs it through a cache sized in bytes. The in-betweens of one pair (its timesteps) are batched on CUDA,
+in forwards of powers of two as large as the device memory budget allows (:func:`cuda_batch`); the result
+is converted back to the clip's own format on the device and only that comes back to the host, where it is
+copied once, into the new VapourSynth frame.
 
 The work is asynchronous (:mod:`vsrife.lanes`): workers stage frames and queue batches, up to
 ``in_flight`` per lane on CUDA, and a batch is waited for only when one of its frames is wanted. What the
@@ -43,9 +44,18 @@ from .network import Frame, IFNet
 MAX_CPU_WORKERS = 8
 WORKER_PREFIX = "vsrife-engine"  # names of the engines' worker threads
 CPU_BYTES_PER_PIXEL = 640  # peak host memory of one 4.26 forward, measured at 1280x768 and 1920x1088
-CUDA_CACHE_BYTES = 1 << 30  # prepared frames kept on a GPU
+# On CUDA, by design, a 1080p render with the default model and options stays under 2 GB of device memory
+# (tools/traffic.py counts it): the prepared frames kept, and per worker the largest forward's
+# intermediates, its graphs' static inputs and a frame being prepared.
+CUDA_CACHE_BYTES = 512 << 20  # prepared frames kept on a GPU (1080p 4.26: 9)
+CUDA_FORWARD_BYTES = 512 << 20  # a worker's forward intermediates: its batches are as large as this allows
+# Peak bytes of one timestep's in-between step (forward and colour conversion) per pixel of the padded frame,
+# for the heaviest model (4.26.heavy: 321 and 473; 4.26: 177 and 281) in the layout the engine uses for the
+# dtype, counted by tools/traffic.py's step_peaks for every model at 1080p; scale above 1 and ensemble are
+# not counted.
+FORWARD_BYTES_PER_PIXEL = {torch.float16: 330, torch.float32: 480}
 CPU_CACHE_SHARE = 8  # on the CPU: at most an eighth of the available memory
-MAX_BATCH = 8  # timesteps of one pair per forward, on CUDA
+MAX_BATCH = 8  # timesteps of one pair per forward, on CUDA, at most
 # on the CPU a batch saves no work but holds a worker longer: with a pair's 2-3 in-betweens (25 -> 60) in
 # one batch, two workers had only one pair to share, and the render ran 30 % slower
 CPU_BATCH = 1
@@ -178,6 +188,32 @@ def _available_memory() -> float:
     return float("inf")
 
 
+def cache_frames(frame_bytes: int, budget: float, workers: int, most: int) -> int:
+    """How many prepared frames of ``frame_bytes`` the cache keeps: what the ``budget`` allows, at least what
+    ``workers`` have in hand (both frames of a batch each, and the next), at most what the filter can still
+    ask for (``most``)."""
+    return int(max(2 * workers + 2, min(most, budget // frame_bytes)))
+
+
+def cuda_batch(padded: tuple[int, int], dtype: torch.dtype) -> int:
+    """The most timesteps one forward computes on CUDA: a power of two up to :data:`MAX_BATCH` whose
+    intermediates fit :data:`CUDA_FORWARD_BYTES` (at 1080p one; a batch saves little once a frame fills the
+    GPU). A batch of another size is split into powers of two (:func:`batch_sizes`)."""
+    fits = CUDA_FORWARD_BYTES // (padded[0] * padded[1] * FORWARD_BYTES_PER_PIXEL[dtype])
+    return 1 << (max(1, min(MAX_BATCH, fits)).bit_length() - 1)
+
+
+def batch_sizes(count: int, largest: int) -> list[int]:
+    """``count`` timesteps as forwards of powers of two up to ``largest``, largest first (7 -> 4, 2, 1): one
+    CUDA graph per size, at most four per worker however the timesteps fall (a variable rate makes every
+    count up to the batch), each captured once, in the first batches of a run."""
+    sizes = []
+    while count:
+        sizes.append(min(largest, 1 << (count.bit_length() - 1)))
+        count -= sizes[-1]
+    return sizes
+
+
 def prefers_channels_last(device: torch.device, dtype: torch.dtype) -> bool:
     """Half precision on CUDA: cuDNN's tensor-core kernels work on NHWC, so NCHW costs two transposes per
     convolution (measured on an H100 at 1080p, one frame: 4.26 5.8 -> 5.2 ms, 4.6 4.4 -> 3.8 ms)."""
@@ -186,21 +222,42 @@ def prefers_channels_last(device: torch.device, dtype: torch.dtype) -> bool:
 
 _TF32 = threading.Lock()
 _tf32_users = 0
-_tf32_saved = True
+_tf32_saved: object = None
+
+
+def _conv_fp32():
+    """How cuDNN convolutions' fp32 precision is read and set, and the IEEE value: the per-op setting where
+    torch has it (2.9 and later; there the legacy ``cudnn.allow_tf32`` raises on reading once the host
+    program set convolutions alone with the newer API, and setting it no longer overrides a precision set
+    for all of cuDNN), else the legacy flag."""
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None:
+        return partial(_own_precision, conv, torch.backends.cudnn), partial(setattr, conv, "fp32_precision"), "ieee"
+    cudnn = torch.backends.cudnn
+    return (lambda: cudnn.allow_tf32), partial(setattr, cudnn, "allow_tf32"), False
+
+
+def _own_precision(setting, parent) -> str:
+    """``setting``'s fp32 precision as set: reading it gives its parent's where it was left unset ("none"),
+    and "none" is what it gets back then (it keeps following its parent)."""
+    value = setting.fp32_precision
+    return "none" if value == parent.fp32_precision else value
 
 
 @contextmanager
 def ieee_fp32(device: torch.device) -> Iterator[None]:
-    """cuDNN convolutions in IEEE fp32 (no TF32) while any worker is inside; the user's setting restored
-    when the last one leaves."""
+    """cuDNN convolutions in IEEE fp32 (no TF32) while any worker is inside; the user's own setting (as it
+    was set: "none" stays "none") restored when the last one leaves. The colour conversion needs no such
+    setting: it uses no matrix product (:class:`~vsrife.formats.DeviceConverter`)."""
     global _tf32_users, _tf32_saved
     if device.type != "cuda":
         yield
         return
+    get, set_to, ieee = _conv_fp32()
     with _TF32:
         if _tf32_users == 0:
-            _tf32_saved = torch.backends.cudnn.allow_tf32
-            torch.backends.cudnn.allow_tf32 = False
+            _tf32_saved = get()
+            set_to(ieee)
         _tf32_users += 1
     try:
         yield
@@ -208,7 +265,7 @@ def ieee_fp32(device: torch.device) -> Iterator[None]:
         with _TF32:
             _tf32_users -= 1
             if _tf32_users == 0:
-                torch.backends.cudnn.allow_tf32 = _tf32_saved
+                set_to(_tf32_saved)
 
 
 class Engine:
@@ -241,13 +298,17 @@ class Engine:
         padded = (self.width + self.padding[1], self.height + self.padding[3])
         self.workers = Workers.choose(device, *padded, options)
         stub = options.stub is not None
-        self.max_batch = MAX_BATCH if device.type == "cuda" or stub else CPU_BATCH
+        self.max_batch = cuda_batch(padded, self.dtype) if device.type == "cuda" or stub else CPU_BATCH
         self._out_of_memory = (
             f"out of {device.type.upper()} memory interpolating {self.width}x{self.height} with "
             f"{self.workers.count} worker(s): try scale=0.5, fp16=True (on CUDA), a lighter model (4.6, or a "
             ".lite one), or fewer frames at once (core.num_threads)"
         )
-        self.sources: FutureCache[int, Prepared] = FutureCache(self._cache_frames(padded, max_cached))
+        frame_bytes = (3 + net.arch.encoder_channels) * padded[0] * padded[1] * 4  # Frame.pixels, float32
+        budget = CUDA_CACHE_BYTES if device.type == "cuda" else _available_memory() / CPU_CACHE_SHARE
+        self.sources: FutureCache[int, Prepared] = FutureCache(
+            cache_frames(frame_bytes, budget, self.workers.count, max_cached)
+        )
         if device.type == "cpu" and not stub:
             torch.set_num_threads(self.workers.threads)
         self.stub = options.stub
@@ -290,14 +351,6 @@ class Engine:
             for p in range(fmt.num_planes)
         ]  # fmt: skip
         return StubLane(self.stub, self.options.in_flight, shapes)
-
-    def _cache_frames(self, padded: tuple[int, int], most: int) -> int:
-        """How many prepared frames the cache keeps: what the byte budget allows, at least what the workers
-        have in hand, at most what the filter can still ask for (``most``)."""
-        channels = 3 + self.net.arch.encoder_channels  # RGB and features, float32 (Frame.pixels)
-        frame_bytes = channels * padded[0] * padded[1] * 4
-        budget = CUDA_CACHE_BYTES if self.device.type == "cuda" else _available_memory() / CPU_CACHE_SHARE
-        return int(max(2 * self.workers.count + 2, min(most, budget // frame_bytes)))
 
     def close(self) -> None:
         """Drop the batches started ahead that nobody will ask for and wait for those running: called when
@@ -349,18 +402,18 @@ class Engine:
     # --- the device's side --------------------------------------------------------------------------------
 
     def _upload(self, frame: vs.VideoFrame) -> Prepared:
+        """Prepared eagerly, no CUDA graph: its tensors are the cache's own, no copy out of a graph's outputs
+        (its few large kernels gain little from a graph)."""
         with self._lane() as lane:
             planes = lane.upload(frames.plane_list(frame))
             if isinstance(lane, StubLane):
                 return Prepared((), None)  # its device work is part of each in-between's time
-            made = self._call(lane, ("prepare",), self._prepared, planes)
-            if self.graphs:  # the graph's outputs serve its next replay: the cache keeps copies
-                made = Frame(*(t.clone() for t in made))
-            return Prepared(made, lane.record())
+            return Prepared(self._compiled(("prepare",), self._prepared)(*planes), lane.record())
 
     def _prepared(self, *planes: torch.Tensor) -> Frame:
-        """A frame's planes on the device as the network reads them (padded RGB, encoded)."""
-        rgb = self.convert.to_rgb(list(planes)).to(self.dtype)
+        """A frame's planes on the device as the network reads them (padded RGB, encoded). The RGB stays
+        float32: the network casts only what its convolutions read, the warps sample the float32 pixels."""
+        rgb = self.convert.to_rgb(list(planes))
         image = (F.pad(rgb, self.padding) if any(self.padding) else rgb).contiguous(memory_format=self.layout)
         return self.net.frame(image)
 
@@ -373,13 +426,31 @@ class Engine:
                 return lane.interpolate(len(ts))
             lane.use(left.frame, left.ready)
             lane.use(right.frame, right.ready)
-            inputs = [lane.timesteps(ts, self.dtype), *left.frame, *right.frame]
-            return lane.download(self._call(lane, ("interpolate", len(ts)), self._in_betweens, inputs))
+            return lane.download(self._batch(lane, left.frame, right.frame, ts))
+
+    def _batch(self, lane: TorchLane, left: Frame, right: Frame, ts: tuple[float, ...]) -> list[torch.Tensor]:
+        """The planes of the in-betweens at ``ts``: one forward per size of :func:`batch_sizes`, each part's
+        planes copied out before the lane's next forward (a graph's outputs are overwritten by it)."""
+        sizes = batch_sizes(len(ts), self.max_batch)
+        out: list[torch.Tensor] = []
+        start = 0
+        for size in sizes:
+            inputs = [lane.timesteps(ts[start : start + size], self.dtype), *left, *right]
+            planes = self._call(lane, ("interpolate", size), self._in_betweens, inputs)
+            if len(sizes) == 1:
+                return planes
+            out = out or [p.new_empty((len(ts), *p.shape[1:])) for p in planes]
+            for whole, part in zip(out, planes, strict=True):
+                whole[start : start + size].copy_(part)
+            start += size
+        return out
 
     def _call(self, lane: TorchLane, key: tuple, fn, inputs: list[torch.Tensor]):
         """``fn(*inputs)`` on ``lane``: compiled where the options say (and the version allows), from its CUDA
         graph where the engine uses graphs (the graph records the compiled kernels after the warm-up). A
-        capture that fails (not for want of memory) turns graphs off, said once, and the work runs eagerly."""
+        capture that fails (not for want of memory) turns graphs off, said once, and the work runs eagerly.
+        A capture stalls every worker (:class:`~vsrife.lanes.CudaGraph`): each lane captures once per batch
+        size it meets, in the first batches of a run."""
         fn = self._compiled(key, fn)
         try:
             return lane.call(key, fn, inputs, self.graphs)
@@ -407,7 +478,8 @@ class Engine:
 
     def _in_betweens(self, ts: torch.Tensor, *frame_tensors: torch.Tensor):
         """The network's frames at timesteps ``ts`` (``[B, 1, 1, 1]``) between two frames (their tensors one
-        after the other), as the clip's own planes ``[B, h, w]``."""
+        after the other), as the clip's own planes ``[B, h, w]``: the network's float32 output straight into
+        the colour conversion (never rounded to half precision)."""
         half = len(frame_tensors) // 2
         out = self.net(Frame(*frame_tensors[:half]), Frame(*frame_tensors[half:]), ts)
         return self.convert.from_rgb(out[:, :, : self.height, : self.width])

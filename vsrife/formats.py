@@ -265,14 +265,12 @@ class DeviceConverter:
             stacked = torch.cat([planes[0].float().view(1, -1), chroma.view(2, -1)])
         else:
             stacked = torch.stack(planes).float().view(3, -1)
-        matrix, offset = self._to_rgb
-        return torch.addmm(offset, matrix, stacked).view(1, 3, self.height, self.width)
+        return _affine_map(*self._to_rgb, stacked).view(1, 3, self.height, self.width)
 
     def from_rgb(self, rgb: torch.Tensor) -> list[torch.Tensor]:
         """RGB ``[B, 3, H, W]`` (any float type) as the clip's own planes ``[B, h, w]`` in its sample type."""
         batch = rgb.shape[0]
-        matrix, offset = self._from_rgb
-        codes = torch.matmul(matrix, rgb.float().reshape(batch, 3, -1)).add_(offset.view(1, 3, 1))
+        codes = _affine_map(*self._from_rgb, rgb.float().reshape(batch, 3, -1))
         codes = codes.view(batch, 3, self.height, self.width)
         if self.fmt.color_family == vs.GRAY:
             return [self._encode(codes[:, 0])]
@@ -302,6 +300,15 @@ class DeviceConverter:
         if self.y is not None:
             plane = self.y.down(plane, -2)
         return plane
+
+
+def _affine_map(matrix: torch.Tensor, offset: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``matrix · x + offset`` over ``x``'s channels (``[..., 3, N]``), as sums of products: a matrix product
+    would follow the host program's float32 matmul precision (TF32 in cuBLAS, bfloat16 in oneDNN)."""
+    out = matrix[:, :1] * x[..., :1, :]
+    for j in (1, 2):
+        out.addcmul_(matrix[:, j : j + 1], x[..., j : j + 1, :])
+    return out.add_(offset)  # last, as a matrix product's bias: the products keep their low bits
 
 
 def _affine(matrix: np.ndarray, offset: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

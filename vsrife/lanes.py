@@ -1,11 +1,14 @@
 """Where the engine's batches run: a *lane* is one worker's place on the compute device.
 
-On CUDA a lane is a stream. A source frame's planes are copied once from VapourSynth's memory into pinned
-host memory and sent to the device without waiting; a batch's results come back into pinned memory, and
-the host waits for them (a CUDA event) only when its frames are wanted, so each lane keeps up to
-``in_flight`` batches queued on the GPU while the host stages the next ones. Pinned buffers come from
-PyTorch's caching host allocator, which reuses a buffer only once the copies that used it are done. Each
-lane records its work once per shape as a CUDA graph and replays it (:class:`CudaGraph`).
+On CUDA a lane is a stream of its own: no other live lane of the process has it (PyTorch hands out its
+streams round-robin from pools of 32; :func:`own_stream`). A source frame's planes are copied once from
+VapourSynth's memory into pinned host memory and sent to the device without waiting; a batch's results come
+back into pinned memory, and the host waits for them (a blocking CUDA event: the waiting thread sleeps)
+only when its frames are wanted, so each lane keeps up to ``in_flight`` batches queued on the GPU while the
+host stages the next ones. Pinned buffers come from PyTorch's caching host allocator, which reuses a buffer
+only once the copies that used it are done. Each lane records its in-between step once per batch size as a
+CUDA graph, on its own stream, and replays it (:class:`CudaGraph`); its graphs read one set of static input
+tensors, into which a batch's frames are copied unless they are there already.
 
 On the CPU a lane runs a batch to its end on the worker's own thread: the CPU is the device.
 
@@ -20,6 +23,7 @@ import collections
 import queue
 import threading
 import time
+import weakref
 from contextlib import nullcontext
 from typing import Protocol
 
@@ -30,7 +34,32 @@ Planes = list[np.ndarray]  # one frame's planes in the clip's own sample type
 TORCH_TYPES = {np.dtype(t): getattr(torch, t) for t in ("uint8", "uint16", "float16", "float32")}
 GRAPH_WARMUPS = 2  # runs before a capture: cuDNN chooses its kernels there, a compiled step compiles (its 2nd call)
 MAX_KEPT_TIMESTEPS = 256  # timestep tensors each lane keeps on the device
-_CAPTURE = threading.Lock()  # one capture at a time
+POOL_STREAMS = 32  # streams in each of PyTorch's per-priority pools (c10/cuda/CUDAStream.cpp: kStreamsPerPool)
+POOL_PRIORITIES = 4  # its pools, one per priority from 0 up (max_compile_time_stream_priorities)
+_CAPTURE = threading.Lock()  # one capture at a time in the process
+_STREAMS = threading.RLock()  # a lane collected while a stream is chosen releases its own in the same thread
+_held_streams: set[tuple[int, int]] = set()  # (device index, cudaStream_t) of the live lanes
+
+
+def own_stream(device: torch.device) -> torch.cuda.Stream:
+    """A CUDA stream no other live lane holds: PyTorch gives its streams out round-robin from a pool of 32
+    per priority, so once 32 were asked for, a new one may be a busy lane's, and a capture on it would
+    record that lane's work (or break). Tries the pool of the default priority first, then the higher ones;
+    the stream is held until :func:`release_stream`."""
+    with _STREAMS:
+        for priority in range(POOL_PRIORITIES):
+            for _ in range(POOL_STREAMS):
+                stream = torch.cuda.Stream(device, priority=-priority)
+                key = (stream.device.index, stream.cuda_stream)
+                if key not in _held_streams:
+                    _held_streams.add(key)
+                    return stream
+    raise RuntimeError(f"all {POOL_PRIORITIES * POOL_STREAMS} of PyTorch's CUDA streams are held by vsrife's workers")
+
+
+def release_stream(key: tuple[int, int]) -> None:
+    with _STREAMS:
+        _held_streams.discard(key)
 
 
 class Result(Protocol):
@@ -61,12 +90,16 @@ class Arriving:
 
 
 class TorchLane:
-    """One worker's CUDA stream (none on the CPU), its CUDA graphs and its kept timestep tensors."""
+    """One worker's CUDA stream (none on the CPU), its CUDA graphs, their static inputs and its kept timestep
+    tensors."""
 
     def __init__(self, device: torch.device, in_flight: int) -> None:
         self.device = device
-        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self.stream = own_stream(device) if device.type == "cuda" else None
+        if self.stream is not None:
+            weakref.finalize(self, release_stream, (self.stream.device.index, self.stream.cuda_stream))
         self.graphs: dict[tuple, CudaGraph] = {}
+        self._statics: dict[tuple, tuple[torch.Tensor, weakref.ref | None]] = {}
         self._timesteps: dict[tuple, torch.Tensor] = {}
         self._queued: collections.deque[torch.cuda.Event] = collections.deque()
         self.in_flight = in_flight
@@ -76,9 +109,11 @@ class TorchLane:
         return torch.cuda.stream(self.stream) if self.stream is not None else nullcontext()
 
     def record(self) -> torch.cuda.Event | None:
+        """An event after this lane's work so far; blocking: a host thread waiting for it sleeps (the default
+        spins, a core per waiting thread)."""
         if self.stream is None:
             return None
-        event = torch.cuda.Event()
+        event = torch.cuda.Event(blocking=True)
         event.record(self.stream)
         return event
 
@@ -97,15 +132,18 @@ class TorchLane:
             tensor.record_stream(self.stream)
 
     def timesteps(self, ts: tuple[float, ...], dtype: torch.dtype) -> torch.Tensor:
-        """``ts`` as a ``[B, 1, 1, 1]`` device tensor, kept: a copy from pageable host memory waits for the whole
-        stream, and a clip's timesteps repeat (2x: always 0.5)."""
+        """``ts`` as a ``[B, 1, 1, 1]`` device tensor, kept (a clip's timesteps repeat: 2x, always 0.5). A new
+        one goes through pinned memory without waiting: a copy from pageable memory waits for the stream,
+        batches in flight included."""
         key = (ts, dtype)
         tensor = self._timesteps.get(key)
         if tensor is None:
             if len(self._timesteps) >= MAX_KEPT_TIMESTEPS:
                 self._timesteps.clear()
-            tensor = torch.tensor(ts, dtype=dtype).view(len(ts), 1, 1, 1).to(self.device)
-            self._timesteps[key] = tensor
+            staged = torch.tensor(ts, dtype=dtype).view(len(ts), 1, 1, 1)
+            if self.stream is not None:
+                staged = staged.pin_memory().to(self.device, non_blocking=True)
+            tensor = self._timesteps[key] = staged
         return tensor
 
     def upload(self, planes: Planes) -> list[torch.Tensor]:
@@ -134,16 +172,32 @@ class TorchLane:
 
     def call(self, key: tuple, fn, inputs: list[torch.Tensor], graphs: bool):
         """``fn(*inputs)``: replayed from this lane's CUDA graph for ``key`` where ``graphs`` (captured on first
-        use; :class:`CaptureFailed` if that fails), else run as it is."""
+        use; :class:`CaptureFailed` if that fails), else run as it is. The graph's outputs are overwritten by
+        the lane's next replay: read them first (in stream order)."""
         if not graphs:
             return fn(*inputs)
+        statics = [self._static(position, tensor) for position, tensor in enumerate(inputs)]
         graph = self.graphs.get(key)
         if graph is None:
             try:
-                graph = self.graphs[key] = CudaGraph(fn, inputs, self.pool)
+                graph = self.graphs[key] = CudaGraph(fn, statics, self.pool, self.stream)
             except RuntimeError as error:
                 raise CaptureFailed(str(error)) from error
-        return graph(*inputs)
+        return graph.replay()
+
+    def _static(self, position: int, tensor: torch.Tensor) -> torch.Tensor:
+        """The static input the lane's graphs read at ``position`` for tensors like ``tensor`` (every graph of
+        the lane reads the same ones: a batch size's own graph needs no frames of its own), holding
+        ``tensor``: copied in unless it holds it already (the frames of the pair before, or of another part
+        of the same batch)."""
+        key = (position, tuple(tensor.shape), tensor.dtype, tensor.stride())
+        static, holds = self._statics.get(key, (None, None))
+        if static is None:
+            static = torch.empty_strided(tensor.shape, tensor.stride(), dtype=tensor.dtype, device=tensor.device)
+        if holds is None or holds() is not tensor:  # the tensors given are never changed in place
+            static.copy_(tensor, non_blocking=True)
+            self._statics[key] = (static, weakref.ref(tensor))
+        return static
 
 
 class CaptureFailed(RuntimeError):
@@ -151,29 +205,49 @@ class CaptureFailed(RuntimeError):
 
 
 class CudaGraph:
-    """``fn`` recorded once as a CUDA graph on static copies of ``examples``. A call copies its arguments
-    into those, replays the graph on the current stream and returns the graph's own output tensors: they
-    are overwritten by the next call, so the caller reads them first (in stream order)."""
+    """``fn`` recorded once as a CUDA graph on ``stream`` (warm-ups there too), reading the static tensors
+    ``inputs`` the caller fills; :meth:`replay` runs it on that stream and returns the graph's own output
+    tensors. Capturing synchronizes the device (every lane waits), empties the caching allocators and runs
+    ``fn`` twice first: the engine captures once per lane and batch size (:func:`vsrife.engine.batch_sizes`),
+    in the first batches of a run."""
 
-    def __init__(self, fn, examples: list[torch.Tensor], pool) -> None:
-        self.inputs = [t.clone() for t in examples]
-        side = torch.cuda.Stream(examples[0].device)  # warm-up and capture off the worker's stream
-        side.wait_stream(torch.cuda.current_stream())
-        with _CAPTURE:
-            with torch.cuda.stream(side):
-                for _ in range(GRAPH_WARMUPS):
-                    fn(*self.inputs)
+    def __init__(self, fn, inputs: list[torch.Tensor], pool, stream: torch.cuda.Stream) -> None:
+        self.stream = stream
+        with _CAPTURE, torch.cuda.stream(stream):
+            for _ in range(GRAPH_WARMUPS):
+                fn(*inputs)
             self.graph = torch.cuda.CUDAGraph()
             # thread_local: the other workers go on with their own (uncaptured) work meanwhile
-            with torch.cuda.graph(self.graph, pool=pool, stream=side, capture_error_mode="thread_local"):
-                self.outputs = fn(*self.inputs)
-        torch.cuda.current_stream().wait_stream(side)
+            with torch.cuda.graph(self.graph, pool=pool, stream=stream, capture_error_mode="thread_local"):
+                self.outputs = fn(*inputs)
 
-    def __call__(self, *tensors: torch.Tensor):
-        for static, tensor in zip(self.inputs, tensors, strict=True):
-            static.copy_(tensor, non_blocking=True)
-        self.graph.replay()
+    def replay(self):
+        with torch.cuda.stream(self.stream):
+            self.graph.replay()
         return self.outputs
+
+
+def replayed(fn, examples: list[torch.Tensor]):
+    """``fn`` as a callable replaying its CUDA graph, its arguments first copied into static copies of
+    ``examples``, ordered with the caller's stream both ways (for the benchmark and the probe, which run one
+    graph alone: captures need a stream other than the default one)."""
+    stream = torch.cuda.Stream(examples[0].device)
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        inputs = [t.clone() for t in examples]
+    graph = CudaGraph(fn, inputs, None, stream)
+
+    def call(*tensors: torch.Tensor):
+        caller = torch.cuda.current_stream()
+        stream.wait_stream(caller)
+        with torch.cuda.stream(stream):
+            for static, tensor in zip(inputs, tensors, strict=True):
+                static.copy_(tensor, non_blocking=True)
+            outputs = graph.replay()
+        caller.wait_stream(stream)
+        return outputs
+
+    return call
 
 
 # --- the stand-in device ---------------------------------------------------------------------------------

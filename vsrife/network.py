@@ -368,7 +368,7 @@ class IFNet(nn.Module):
     ``frame(image)`` takes a frame as ``[1, 3, H, W]`` in 0..1 (H and W multiples of
     ``arch.size_multiple(scale)``) and makes what the forward reads of it (:class:`Frame`, encoder features
     included), once per source frame; ``forward(frame0, frame1, timestep)`` takes two of those and
-    ``timestep`` as ``[B, 1, 1, 1]`` in 0..1, and returns the ``B`` frames at those timesteps.
+    ``timestep`` as ``[B, 1, 1, 1]`` in 0..1, and returns the ``B`` frames at those timesteps, float32.
     """
 
     def __init__(self, arch: Architecture, scale: float = 1.0, ensemble: bool = False) -> None:
@@ -391,12 +391,19 @@ class IFNet(nn.Module):
     def _scales(self) -> list[float]:
         return [s / self.scale for s in self.arch.scale_schedule]
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the network's weights, in which its convolutions run."""
+        return self.block0.conv0[0][0].weight.dtype
+
     def frame(self, image: Tensor) -> Frame:
         """What the forward reads of ``image``, made once per source frame: it depends on that frame only.
-        The encoder reads the image as upstream's does (clamped or not, by version), the warps clamped."""
-        features = () if self.encode is None else (self.encode(image),)
+        The encoder reads the image as upstream's does (clamped or not, by version), in the network's dtype;
+        the warps read it clamped, in float32 as it comes (an fp32 image is never rounded to half precision
+        on its way to the output)."""
+        features = () if self.encode is None else (self.encode(image.to(self.dtype)),)
         pixels = _assembled((image.clamp(0.0, 1.0), *features), torch.float32, _layout(image))
-        return Frame(pixels, self._first(pixels, self._scales[0]).to(image.dtype))
+        return Frame(pixels, self._first(pixels, self._scales[0]).to(self.dtype))
 
     def _first(self, pixels: Tensor, s: float) -> Tensor:
         points = self._points(s, *pixels.shape[2:], pixels.device)
@@ -413,18 +420,27 @@ class IFNet(nn.Module):
         return self._built[key]
 
     def forward(self, frame0: Frame, frame1: Frame, timestep: Tensor) -> Tensor:
+        """The in-betweens, float32: each frame's pixels warped by the flow and blended by the mask, both
+        computed in the network's dtype (:meth:`motion`)."""
+        flow, mask = self.motion(frame0, frame1, timestep)
+        full = self._points(1, *frame0.pixels.shape[2:], frame0.pixels.device)
+        warped0, warped1 = full.warp((frame0.pixels[:, :3], frame1.pixels[:, :3]), flow)
+        return torch.lerp(warped1, warped0, torch.sigmoid(mask.float()))
+
+    def motion(self, frame0: Frame, frame1: Frame, timestep: Tensor) -> tuple[Tensor, Tensor]:
+        """The full-resolution flow (``[B, 4, H, W]``, pixels, channels 0-1 to ``frame0``) and mask logits
+        (``[B, 1, H, W]``) at each timestep, in the network's dtype: all the forward computes in it."""
         if self.arch.retries_large_motion and timestep.shape[0] > 1:
             # the large-motion retry is decided per pair; run pairs one at a time to keep that exact
-            return torch.cat([self.forward(frame0, frame1, t) for t in timestep.split(1)])
+            flows, masks = zip(*(self.motion(frame0, frame1, t) for t in timestep.split(1)), strict=True)
+            return torch.cat(flows), torch.cat(masks)
         scales = self._scales
         flows = self._flows(frame0, frame1, timestep, scales, retried=False)
         if flows is None:  # 4.0/4.1: motion too large for the first schedule; start over at double scale
             flows = self._flows(frame0, frame1, timestep, [s * 2 for s in scales], retried=True)
         flow, mask = flows
         full = self._points(1, *frame0.pixels.shape[2:], frame0.pixels.device)
-        warped0, warped1 = full.warp((frame0.pixels[:, :3], frame1.pixels[:, :3]), flow.at(full))
-        blend = torch.sigmoid(mask.at(full).float())
-        return torch.lerp(warped1, warped0, blend).to(frame0.first.dtype)  # in the network's dtype
+        return flow.at(full), mask.at(full)
 
     def _flows(
         self, frame0: Frame, frame1: Frame, timestep: Tensor, scales: list[float], retried: bool

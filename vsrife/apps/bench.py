@@ -24,10 +24,10 @@ import numpy as np
 import torch
 import vapoursynth as vs
 
-from .. import checkpoints, engine, frames, weights
+from .. import checkpoints, compiled, engine, frames, weights
 from ..engine import EngineOptions
 from ..filter import rife
-from ..lanes import CudaGraph, StubDevice
+from ..lanes import StubDevice, replayed
 from ..params import compute_device, half_precision, model_name
 from ..variants import DEFAULT_MODEL, architecture
 from . import samples, upstream
@@ -111,7 +111,7 @@ def network_seconds(config: BenchConfig, device: torch.device, dtype: torch.dtyp
             return net(frame0, net.frame(img1), timestep)  # the next pair's new frame prepared
 
         if device.type == "cuda" and config.engine.cuda_graphs and not arch.retries_large_motion:
-            step = CudaGraph(step, img, pool=None)
+            step = replayed(step, img)
 
         def run() -> None:
             for _ in range(4):
@@ -250,7 +250,14 @@ def run(config: BenchConfig) -> dict[str, object]:
         "peak host memory MiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "network-only peak device memory MiB": net_peak,
         "end-to-end peak device memory MiB": _device_peak(device),
+        **(_compile_figures() if config.engine.compile else {}),
     }
+
+
+def _compile_figures() -> dict[str, object]:
+    """Whether torch.compile really ran: the calls that ran compiled code, and why a step ran eagerly."""
+    reasons = compiled.fallbacks()
+    return {"torch.compile calls compiled": compiled.calls_compiled(), "torch.compile off": "; ".join(reasons) or None}
 
 
 def run_stub(config: BenchConfig) -> dict[str, object]:
