@@ -43,11 +43,9 @@ add_deb_src() {
     sudo_ apt-get update -qq
 }
 
-build() {
-    local venv="$1"
-    local vapoursynth="$venv/bin/vapoursynth"
-    [ -x "$vapoursynth" ] || { echo "error: $vapoursynth not found (run make setup)" >&2; exit 1; }
-    missing=()
+# the build dependencies (their runtime libraries too: a binary cached by an earlier run needs them)
+install_deps() {
+    local missing=()
     for package in "${build_deps[@]}"; do
         dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
     done
@@ -56,6 +54,12 @@ build() {
         sudo_ apt-get update -qq
         DEBIAN_FRONTEND=noninteractive sudo_ apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     fi
+}
+
+build() {
+    local venv="$1"
+    local vapoursynth="$venv/bin/vapoursynth"
+    [ -x "$vapoursynth" ] || { echo "error: $vapoursynth not found (run make setup)" >&2; exit 1; }
     work="$(mktemp -d)"  # global: the EXIT trap reads it
     trap 'rm -rf "$work"' EXIT
     if ! (cd "$work" && apt-get source -qq --print-uris mpv 2>/dev/null | grep -q "\.dsc"); then
@@ -76,6 +80,9 @@ build() {
 
 case "${1:-}" in
     path) echo "$target" ;;
-    build) [ -x "$target" ] || build "${2:?usage: build.sh build VENV}" ;;
+    build)
+        install_deps
+        # a cached binary that does not start (a library missing on this machine) is built again
+        "$target" --no-config --version >/dev/null 2>&1 || build "${2:?usage: build.sh build VENV}" ;;
     *) echo "usage: $0 path | build VENV" >&2; exit 2 ;;
 esac
