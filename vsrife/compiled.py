@@ -35,7 +35,7 @@ Most of the fp32 difference is the warps' sampling coordinates: inductor's grid_
 position in another order, and in fp32 a position near x = 1919 is only good to 1.2e-4 px, so the gap grows
 with the frame's width and its sharpness (grid_sample alone on noise: 6e-5 at 640 wide, 1.2e-4 at 1920;
 eager and compiled equally far from a float64 run).
-An earlier CPU trial's 0.03 (README) did not come back with anything tried: max-autotune, 2 threads, the
+An earlier CPU trial's 0.03 (docs/speed.md) did not come back with anything tried: max-autotune, 2 threads, the
 first call compiled with the grids not yet built, and the network of the commit that reported it
 (2d0c20f, compiled whole, with and without ``freezing``) all stay within 2.6e-5. Not used here:
 ``freezing=True`` fails to compile the current network (InductorError in its oneDNN

@@ -96,7 +96,7 @@ def rife(
                           (``misc.SCDetect``, ``scd.Detect``, wwxd, scxvid, …). Another scale than HolyWu's
                           (default 0.15, 0..1), which is ``misc.SCDetect``'s mean luma difference: that takes
                           fast motion and fades for cuts (precision 0.52 against this detector's 0.85 on the
-                          footage in the README), and ``misc`` is not on PyPI. Here it is a dissimilarity
+                          footage in docs/scenes.md), and ``misc`` is not on PyPI. Here it is a dissimilarity
                           (1 − correlation, with a spike test); HolyWu's 0.15 here finds more cuts.
     :param static_threshold: Pairs of source frames this alike are still: the nearer source frame is
                           output, bit-exact, without running the network. 0 (default): bit-identical

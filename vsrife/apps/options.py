@@ -12,7 +12,7 @@ from .terminal import CommandError
 
 DEFAULT_CODEC = "libx264"
 CONTAINER_CODECS = {".webm": "libvpx-vp9"}  # containers that do not take H.264
-# still pairs are output as source frames; see the README ("Still frames") for the measurements behind it
+# still pairs are output as source frames; see docs/scenes.md ("Still frames") for the measurements behind it
 STATIC_THRESHOLD = 0.01
 MAX_FPS = Fraction(1000)  # a higher output rate is refused unless --max-fps allows it
 
