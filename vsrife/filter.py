@@ -340,11 +340,13 @@ def _output_frame(
     engine: Engine | None,
     first: int,
     stretch: Fraction | None,
+    timed: bool = True,
 ) -> vs.VideoFrame:
     """Output frame ``n``: a source frame as it is, or an in-between synthesized into a new frame with the
     nearer one's props. ``stretch``: a variable-rate clip resampled by this factor; each frame lasts its left
     source frame's duration divided by it. ``engine`` None holds: an in-between is shown as its nearer source
-    frame, and the network does not run."""
+    frame, and the network does not run. ``timed``: the frame's ``_AbsoluteTime`` set on the source's clock
+    (the planner's timing tells where output frame ``n`` falls); False leaves the timing to the caller."""
     left = planner.timing.position(n).left
     window = _Window(f, left + first)
     action = planner.plan(n, window.facts)
@@ -365,7 +367,7 @@ def _output_frame(
     before, after = planner.scene_change(n, window.facts, action)
     for key in scene.PRIVATE_PROPS:
         del out.props[key]
-    if (time := _absolute_time(n, planner, window)) is not None:
+    if timed and (time := _absolute_time(n, planner, window)) is not None:
         out.props[ABSOLUTE_TIME_PROP] = time
     out.props[scene.PREV] = int(before)
     out.props[scene.NEXT] = int(after)

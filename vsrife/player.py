@@ -15,6 +15,7 @@ import collections
 import math
 import threading
 import time
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
@@ -275,6 +276,7 @@ class _Player:
         self.pace = _Pace(rate)
         self.tally = _Tally()
         self._lock = threading.Lock()
+        self._engine_of_this_load: Engine | None = None
         self.first = self.planner.window()[0]
 
     def output(self) -> vs.VideoNode:
@@ -291,7 +293,11 @@ class _Player:
             base.std.FrameEval(lambda n, f, k=k: shifts.showing(n, k, left), prop_src=[placed])
             for k in range(self.first, last + 1)
         ]
-        out = window[0].std.ModifyFrame(window, self._produce)
+        produce = partial(self._produce)
+        # when mpv frees the script (at a seek, at the end), the work this load started ahead ends before the
+        # host goes on: left running into mpv's exit, it crashed the process
+        weakref.finalize(produce, self._close)
+        out = window[0].std.ModifyFrame(window, produce)
         return out.std.AssumeFPS(fpsnum=self.rate.numerator, fpsden=self.rate.denominator)
 
     def _left(self, n: int) -> int:
@@ -319,7 +325,7 @@ class _Player:
             if pace is not _Pace.STEADY:
                 engine = None
         try:
-            out = _output_frame(n, f, self.planner, engine, self.first, stretch=None)
+            out = _output_frame(n, f, self.planner, engine, self.first, stretch=None, timed=False)
         except LookupError:  # a leap in the source's times past the planning window: its frame as it is
             out = _Window(f, self._left(n) + self.first)[self._left(n)].copy()
         out.props["_DurationNum"], out.props["_DurationDen"] = self.rate.denominator, self.rate.numerator
@@ -335,9 +341,17 @@ class _Player:
             if self.warm is None:
                 window = _Window(f, self._left(n) + self.first)
                 self.warm = _warm_engine(self.settings, self.clip_in, window)
+                self._engine_of_this_load = self.warm.engine
                 if self.settings.realtime and self.warm.speed is None:
                     self.warm.time(window, self._in_betweens_needed(window), self.clip_in)
             return None if self.warm.held else self.warm.engine
+
+    def _close(self) -> None:
+        """Drop the work this load's engine started ahead and wait for what runs (the warm engine stays)."""
+        with self._lock:
+            engine = self._engine_of_this_load
+        if engine is not None:
+            engine.close()
 
     def _in_betweens_needed(self, window: _Window) -> Fraction:
         """In-betweens per second of video: the output rate less the output frames that fall on a source frame,
