@@ -59,7 +59,9 @@ def _warmed(step, *args):
     return step
 
 
-@pytest.mark.parametrize("model", ["4.26"])
+# 4.6: the graphs the engine test below compiles too (the same model, size and format), taken from inductor's
+# cache there; 4.26's own compile cost two more minutes of CI, and its code is traced in the variant test
+@pytest.mark.parametrize("model", ["4.6"])
 def test_compiled_steps_equal_eager_in_fp32(real, model):
     clip = clip_from_array(real)
     convert = formats.DeviceConverter(clip.format, clip.width, clip.height, formats.colour_of(clip), CPU)
