@@ -12,7 +12,7 @@ memory in use stayed at 130 MiB, while the free space inside glibc's arenas grew
 
 ``malloc_trim(0)`` hands the free pages inside every arena back to the system (it changes no setting of
 the allocator, and what is in use is untouched). With it called every :data:`TRIM_EVERY` output frames,
-resident memory stays flat. It runs on a thread of its own, so that no frame waits for it. Where the C
+resident memory levels off lower and sooner (the figures above). It runs on a thread of its own, so that no frame waits for it. Where the C
 library has no ``malloc_trim`` (musl, macOS, Windows) nothing is done: those allocators keep no such
 free space.
 """
