@@ -10,12 +10,11 @@ memory in use stayed at 130 MiB, while the free space inside glibc's arenas grew
 13,000 output frames, and resident memory with it; in a process of its own, 764 MiB at frame 3,000 and
 959 MiB at 20,000 untrimmed, 624 and 678 MiB trimmed.
 
-``malloc_trim(0)`` hands the free pages inside every arena back to the system (it changes no setting of
-the allocator, and what is in use is untouched). With it called every :data:`TRIM_EVERY` output frames,
-resident memory levels off lower and sooner (the figures above). It runs on a thread of its own, so that no frame waits for it. Where the C
-library has no ``malloc_trim`` (musl, macOS, Windows) nothing is done: those allocators keep no such
-free space.
-"""
+``malloc_trim(0)`` hands the free pages inside every arena back to the system (it changes no setting of the
+allocator, and what is in use is untouched). With it called every :data:`TRIM_EVERY` output frames, resident
+memory levels off lower and sooner (the figures above). It runs on a thread of its own, so that no frame waits
+for it. Where the C library has no ``malloc_trim`` (musl, macOS, Windows) nothing is done: those allocators
+keep no such free space."""
 
 from __future__ import annotations
 
