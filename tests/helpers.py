@@ -86,6 +86,14 @@ def smooth_command(*args: str, quiet: bool = False) -> list[str]:
     return [VSRIFE, "smooth", *ours, *switches, *args[len(ours) :]]
 
 
+def from_a_terminal(command: list[str]) -> list[str]:
+    """``command`` started as a shell in a terminal starts it, with SIGHUP at its default action whatever this
+    process inherited: a suite run under ``nohup`` has SIGHUP ignored, and a run that inherits that rightly
+    outlives the hangup (see ``test_a_run_under_nohup_outlives_the_terminal``)."""
+    reset = "import os, signal, sys; signal.signal(signal.SIGHUP, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
+    return [sys.executable, "-c", reset, *command]
+
+
 def the_encoder(process: subprocess.Popen, folder: Path, timeout: float = 120) -> int:
     """The pid of a running ``vsrife smooth``'s encoder, once it exists: the ffmpeg child writing into
     ``folder``, not the short-lived ffmpeg that checks the codec before any work."""

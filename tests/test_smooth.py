@@ -20,6 +20,7 @@ from helpers import (
     bunny_320,
     ffmpeg,
     ffprobe,
+    from_a_terminal,
     probe,
     smooth,
     smooth_command,
@@ -180,7 +181,7 @@ def test_killed_run_leaves_nothing(clips, tmp_path, signum, earlier):
     if earlier:
         out.write_bytes(b"an earlier OUTPUT\n")
     process = subprocess.Popen(
-        smooth_command(str(clips["long"]), str(out), quiet=True), stderr=subprocess.PIPE, text=True
+        from_a_terminal(smooth_command(str(clips["long"]), str(out), quiet=True)), stderr=subprocess.PIPE, text=True
     )
     the_encoder(process, tmp_path)  # the graph is built, frames are being made
     time.sleep(2)
