@@ -140,7 +140,7 @@ class CompiledStep:
         try:
             out = self._compiler()(*args)
         except Exception as error:  # any failure to compile means: run eagerly
-            if _is_out_of_memory(error):
+            if is_out_of_memory(error):
                 raise
             self._turn_off(_reason(self.name, error), everywhere=not _is_graph_break(error))
             return self.eager(*args)
@@ -272,8 +272,21 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _is_out_of_memory(error: BaseException) -> bool:
-    return isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in str(error)
+_OUT_OF_MEMORY_SIGNS = (
+    "out of memory",
+    "can't allocate memory",  # torch's CPU allocator
+    "bad_alloc",  # a C++ new that failed, as torch passes it on
+    "CUDNN_STATUS_ALLOC_FAILED",
+    "CUDNN_STATUS_NOT_ENOUGH_WORKSPACE",
+)
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` says an allocation failed: torch's allocators, a C++ ``new`` (``std::bad_alloc``,
+    which reaches Python as a ``RuntimeError`` or a ``MemoryError``), or Python's own."""
+    if isinstance(error, (torch.cuda.OutOfMemoryError, MemoryError)):
+        return True
+    return any(sign in str(error) for sign in _OUT_OF_MEMORY_SIGNS)
 
 
 def _is_graph_break(error: BaseException) -> bool:

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 import vapoursynth as vs
 
 from . import frames
-from .compiled import CompiledStep, compile_step, compiles
+from .compiled import CompiledStep, compile_step, compiles, is_out_of_memory
 from .errors import OutOfMemory
 from .formats import DeviceConverter
 from .futures import FutureCache
@@ -100,20 +100,14 @@ CUDA_WORKERS = 2
 IN_FLIGHT = 2
 
 
-def _is_out_of_memory(error: BaseException) -> bool:
-    text = str(error)
-    signs = ("out of memory", "can't allocate memory", "CUDNN_STATUS_ALLOC_FAILED", "CUDNN_STATUS_NOT_ENOUGH_WORKSPACE")
-    return isinstance(error, torch.cuda.OutOfMemoryError) or any(sign in text for sign in signs)
-
-
 @contextmanager
 def _out_of_memory_as(device: torch.device, message: str) -> Iterator[None]:
     """Running out of ``device``'s memory inside becomes one :class:`OutOfMemory` error saying ``message``
     (the allocator's unused cache given back first); other errors pass as they are."""
     try:
         yield
-    except (torch.cuda.OutOfMemoryError, RuntimeError) as error:
-        if not _is_out_of_memory(error):
+    except (torch.cuda.OutOfMemoryError, RuntimeError, MemoryError) as error:
+        if isinstance(error, OutOfMemory) or not is_out_of_memory(error):
             raise
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -455,7 +449,7 @@ class Engine:
         try:
             return lane.call(key, fn, inputs, self.graphs)
         except CaptureFailed as error:
-            if _is_out_of_memory(error):
+            if is_out_of_memory(error):
                 raise error.__cause__ from None
             if self.graphs:
                 self.graphs = False
