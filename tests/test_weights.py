@@ -7,6 +7,7 @@ import io
 import json
 import os
 import pickle
+import pickletools
 import re
 import resource
 import shutil
@@ -240,12 +241,26 @@ def test_truncated_unhashed_cached_checkpoint_is_a_clear_error(tmp_path, monkeyp
         checkpoints.load_state_dict(weights.locate("4.1"))
 
 
+def cut_where_an_opcode_starts(data: bytes, at_least: int) -> bytes:
+    """``data``, pickles one after another, cut at the first opcode that starts ``at_least`` bytes in. A
+    legacy torch file names each storage by its address (``str(storage._cdata)``), so the bytes shift from run
+    to run; a cut at a fixed offset fell inside a 4-byte argument now and then, and the reader raised
+    ``struct.error`` instead."""
+    stream = io.BytesIO(data)
+    while stream.tell() < len(data):
+        for _, _, position in pickletools.genops(stream):
+            if position >= at_least:
+                return data[:position]
+    raise ValueError(f"no opcode starts at or after byte {at_least}")
+
+
 def test_truncated_legacy_checkpoint_with_an_empty_error_message(tmp_path):
-    """torch raises EOFError('') here: the message still says what happened, in one line."""
+    """Cut where an opcode starts, torch's reader raises EOFError('') (no opcode to read): the message still
+    says what happened, in one line."""
     buffer = io.BytesIO()
     torch.save(checkpoints.load_state_dict(weights.fetch("4.6")), buffer, _use_new_zipfile_serialization=False)
     path = tmp_path / "legacy.pkl"
-    path.write_bytes(buffer.getvalue()[:5000])
+    path.write_bytes(cut_where_an_opcode_starts(buffer.getvalue(), 5000))
     with pytest.raises(WeightsCorruptError, match=r"\(EOFError\); it is truncated or damaged") as caught:
         checkpoints.load_state_dict(path)
     assert "\n" not in str(caught.value)
